@@ -1,0 +1,1 @@
+"""Layer 3: coordinator tables, engines and Alembic migrations."""

@@ -1,0 +1,188 @@
+"""Signed, replay-protected requests (EIP-191 ``personal_sign`` over a canonical string).
+
+Every node and client request carries four headers::
+
+    X-QuackMesh-Address    0x… EIP-55 address of the signer
+    X-QuackMesh-Timestamp  unix seconds (integer)
+    X-QuackMesh-Nonce      16–64 chars [A-Za-z0-9_-], never reused by that address
+    X-QuackMesh-Signature  0x… 65-byte signature
+
+The signed text (EIP-191 version 0x45, i.e. what ``eth_sign``/MetaMask ``personal_sign``
+produce) is::
+
+    QUACKMESH-REQUEST-V1\n{METHOD}\n{path?query}\n{sha256(body) hex}\n{timestamp}\n{nonce}
+
+The coordinator recovers the address from the signature and compares it with the claimed
+one, rejects timestamps more than ``window`` seconds from its clock, and remembers nonces
+for twice the window so a captured request cannot be replayed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from quackmesh.core.errors import BadSignature, MissingAuth, ReplayedNonce, StaleRequest
+from quackmesh.core.ids import ADDRESS_RE
+
+__all__ = [
+    "HEADER_ADDRESS",
+    "HEADER_NONCE",
+    "HEADER_SIGNATURE",
+    "HEADER_TIMESTAMP",
+    "NonceCache",
+    "SignedHeaders",
+    "canonical_request",
+    "sign_request",
+    "verify_request",
+]
+
+HEADER_ADDRESS = "X-QuackMesh-Address"
+HEADER_TIMESTAMP = "X-QuackMesh-Timestamp"
+HEADER_NONCE = "X-QuackMesh-Nonce"
+HEADER_SIGNATURE = "X-QuackMesh-Signature"
+PREFIX = "QUACKMESH-REQUEST-V1"
+_NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+def canonical_request(
+    *, method: str, path: str, body_sha256: str, timestamp: int, nonce: str
+) -> str:
+    """The exact text that is signed; ``path`` includes the query string, if any."""
+    return f"{PREFIX}\n{method.upper()}\n{path}\n{body_sha256}\n{timestamp}\n{nonce}"
+
+
+@dataclass(frozen=True)
+class SignedHeaders:
+    address: str
+    timestamp: int
+    nonce: str
+    signature: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            HEADER_ADDRESS: self.address,
+            HEADER_TIMESTAMP: str(self.timestamp),
+            HEADER_NONCE: self.nonce,
+            HEADER_SIGNATURE: self.signature,
+        }
+
+
+def sign_request(
+    private_key: bytes, *, method: str, path: str, body: bytes, timestamp: int | None = None
+) -> SignedHeaders:
+    """Sign one request with a secp256k1 key; returns the headers to send."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    nonce = secrets.token_urlsafe(18)
+    text = canonical_request(
+        method=method,
+        path=path,
+        body_sha256=hashlib.sha256(body).hexdigest(),
+        timestamp=ts,
+        nonce=nonce,
+    )
+    signed = Account.sign_message(encode_defunct(text=text), private_key)
+    address = Account.from_key(private_key).address
+    return SignedHeaders(
+        address=address, timestamp=ts, nonce=nonce, signature="0x" + signed.signature.hex()
+    )
+
+
+class NonceCache:
+    """Remembers (address, nonce) pairs for ``ttl`` seconds; thread-safe and bounded.
+
+    Entries older than the timestamp window can never be accepted again anyway (the
+    timestamp check rejects them first), so forgetting them after ``2 × window`` is safe.
+    A process restart forgets the cache; requests signed before the start are therefore
+    refused (see ``not_before`` in :func:`verify_request`).
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 1_000_000) -> None:
+        self._ttl = ttl
+        self._max = max_entries
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, address: str, nonce: str, now: float) -> bool:
+        """Record the pair; ``False`` if it was already seen (a replay)."""
+        key = (address, nonce)
+        with self._lock:
+            while self._seen:
+                oldest_key, seen_at = next(iter(self._seen.items()))
+                if now - seen_at <= self._ttl and len(self._seen) < self._max:
+                    break
+                del self._seen[oldest_key]
+            if key in self._seen:
+                return False
+            self._seen[key] = now
+            return True
+
+
+def verify_request(
+    headers: Mapping[str, str],
+    *,
+    method: str,
+    path: str,
+    body: bytes,
+    window: int,
+    nonces: NonceCache,
+    now: float | None = None,
+    not_before: float = 0.0,
+) -> str:
+    """Check a signed request and return the signer's checksummed address.
+
+    Raises :class:`MissingAuth`, :class:`BadSignature`, :class:`StaleRequest` or
+    :class:`ReplayedNonce`. ``not_before`` is the verifier's start time minus the window:
+    a nonce cache is lost on restart, so older requests are refused outright.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        address = lowered[HEADER_ADDRESS.lower()]
+        ts_text = lowered[HEADER_TIMESTAMP.lower()]
+        nonce = lowered[HEADER_NONCE.lower()]
+        signature = lowered[HEADER_SIGNATURE.lower()]
+    except KeyError as exc:
+        raise MissingAuth(
+            f"request is not signed: header {exc.args[0]!r} is missing",
+            required=[HEADER_ADDRESS, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE],
+        ) from None
+    if not ADDRESS_RE.match(address):
+        raise BadSignature(f"{HEADER_ADDRESS} is not an Ethereum address")
+    if not _NONCE_RE.match(nonce):
+        raise BadSignature(f"{HEADER_NONCE} must be 16-64 characters of [A-Za-z0-9_-]")
+    try:
+        timestamp = int(ts_text)
+    except ValueError:
+        raise BadSignature(f"{HEADER_TIMESTAMP} must be integer unix seconds") from None
+    clock = time.time() if now is None else now
+    if abs(clock - timestamp) > window or timestamp < not_before:
+        raise StaleRequest(
+            f"timestamp {timestamp} is more than {window}s from the server clock {int(clock)}",
+            server_time=int(clock),
+            window_s=window,
+        )
+    text = canonical_request(
+        method=method,
+        path=path,
+        body_sha256=hashlib.sha256(body).hexdigest(),
+        timestamp=timestamp,
+        nonce=nonce,
+    )
+    try:
+        recovered = Account.recover_message(encode_defunct(text=text), signature=signature)
+    except Exception as exc:  # malformed signature bytes of any kind
+        raise BadSignature("signature is malformed") from exc
+    if recovered.lower() != address.lower():
+        raise BadSignature("signature does not match the address and request")
+    if not nonces.add(recovered, nonce, clock):
+        raise ReplayedNonce("nonce already used: this request was replayed", nonce=nonce)
+    return str(recovered)
