@@ -78,17 +78,23 @@ class SignedHeaders:
 
 
 def sign_request(
-    private_key: bytes, *, method: str, path: str, body: bytes, timestamp: int | None = None
+    private_key: bytes,
+    *,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    body_sha256: str | None = None,
+    timestamp: int | None = None,
 ) -> SignedHeaders:
-    """Sign one request with a secp256k1 key; returns the headers to send."""
+    """Sign one request with a secp256k1 key; returns the headers to send.
+
+    Pass ``body_sha256`` instead of ``body`` to sign a body streamed from a file.
+    """
     ts = int(time.time()) if timestamp is None else timestamp
     nonce = secrets.token_urlsafe(18)
+    digest = body_sha256 if body_sha256 is not None else hashlib.sha256(body).hexdigest()
     text = canonical_request(
-        method=method,
-        path=path,
-        body_sha256=hashlib.sha256(body).hexdigest(),
-        timestamp=ts,
-        nonce=nonce,
+        method=method, path=path, body_sha256=digest, timestamp=ts, nonce=nonce
     )
     signed = Account.sign_message(encode_defunct(text=text), private_key)
     address = Account.from_key(private_key).address
@@ -132,7 +138,8 @@ def verify_request(
     *,
     method: str,
     path: str,
-    body: bytes,
+    body: bytes | None = None,
+    body_sha256: str | None = None,
     window: int,
     nonces: NonceCache,
     now: float | None = None,
@@ -142,8 +149,11 @@ def verify_request(
 
     Raises :class:`MissingAuth`, :class:`BadSignature`, :class:`StaleRequest` or
     :class:`ReplayedNonce`. ``not_before`` is the verifier's start time minus the window:
-    a nonce cache is lost on restart, so older requests are refused outright.
+    a nonce cache is lost on restart, so older requests are refused outright. Pass
+    ``body_sha256`` instead of ``body`` when the body was hashed while streaming.
     """
+    if body_sha256 is None:
+        body_sha256 = hashlib.sha256(body or b"").hexdigest()
     lowered = {k.lower(): v for k, v in headers.items()}
     try:
         address = lowered[HEADER_ADDRESS.lower()]
@@ -171,11 +181,7 @@ def verify_request(
             window_s=window,
         )
     text = canonical_request(
-        method=method,
-        path=path,
-        body_sha256=hashlib.sha256(body).hexdigest(),
-        timestamp=timestamp,
-        nonce=nonce,
+        method=method, path=path, body_sha256=body_sha256, timestamp=timestamp, nonce=nonce
     )
     try:
         recovered = Account.recover_message(encode_defunct(text=text), signature=signature)

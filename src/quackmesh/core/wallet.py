@@ -66,5 +66,9 @@ class Wallet:
             json.dump(keystore, fh)
         return path
 
-    def sign_request(self, *, method: str, path: str, body: bytes) -> SignedHeaders:
-        return sign_request(self.private_key, method=method, path=path, body=body)
+    def sign_request(
+        self, *, method: str, path: str, body: bytes = b"", body_sha256: str | None = None
+    ) -> SignedHeaders:
+        return sign_request(
+            self.private_key, method=method, path=path, body=body, body_sha256=body_sha256
+        )

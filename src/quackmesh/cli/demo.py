@@ -1,0 +1,182 @@
+"""``quackmesh demo``: the whole tour on one machine, checked end to end.
+
+Starts a coordinator on SQLite in a temporary home, three provider nodes as real
+subprocesses, funds a client from the development faucet, submits one job of each
+classic kind on scikit-learn's bundled data sets (diabetes as CSV, iris as Parquet, wine
+as NPZ), waits, checks every result against an independent local computation, checks
+the payments, the ledger's hash chain and conservation, and prints a summary (or one
+JSON object with ``--json``). Exit code 0 only if everything held.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+from sklearn.datasets import load_diabetes, load_iris, load_wine
+
+from quackmesh.cli.common import print_json
+from quackmesh.cli.exit_codes import ExitCode
+from quackmesh.cli.localnet import LocalNetwork
+from quackmesh.coordinator import Settings
+from quackmesh.core.money import UNIT, format_duck
+from quackmesh.core.schemas import JobPublic, JobState
+from quackmesh.core.wallet import Wallet
+from quackmesh.sdk import Client
+
+NODE_PRICE = UNIT // 100  # 0.01 DUCK per compute unit
+MAX_PRICE = UNIT // 20  # the client accepts up to 0.05 DUCK per unit
+FUNDING = 100 * UNIT
+
+
+@dataclass(frozen=True)
+class DemoJob:
+    kind: str
+    file: Path
+    params: dict[str, Any]
+
+
+def write_datasets(folder: Path) -> list[DemoJob]:
+    """Bundled scikit-learn data sets, one per file format."""
+    folder.mkdir(parents=True, exist_ok=True)
+    diabetes = load_diabetes(as_frame=True).frame
+    diabetes.to_csv(folder / "diabetes.csv", index=False)
+    iris = load_iris(as_frame=True).data
+    iris.columns = [c.replace(" (cm)", "").replace(" ", "_") for c in iris.columns]
+    iris.to_parquet(folder / "iris.parquet", index=False)
+    wine = load_wine()
+    np.savez(folder / "wine.npz", X=wine.data, columns=np.array(wine.feature_names))
+    return [
+        DemoJob("ml.linear_regression", folder / "diabetes.csv", {"target": "target"}),
+        DemoJob("ml.kmeans", folder / "iris.parquet", {"n_clusters": 3, "seed": 42}),
+        DemoJob("ml.pca", folder / "wine.npz", {"n_components": 2}),
+    ]
+
+
+def check_result(job: DemoJob, result: dict[str, Any]) -> tuple[bool, str]:
+    """Recompute independently with numpy; returns (ok, what was compared)."""
+    if job.kind == "ml.linear_regression":
+        frame = pd.read_csv(job.file)
+        y = frame.pop("target").to_numpy()
+        X = np.column_stack([frame.to_numpy(), np.ones(len(frame))])
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        ok = np.allclose(result["coefficients"], coef[:-1], rtol=1e-6, atol=1e-6)
+        ok = ok and np.isclose(result["intercept"], coef[-1], rtol=1e-6)
+        return bool(ok), f"R²={result['r2']:.4f}; coefficients match numpy lstsq"
+    if job.kind == "ml.kmeans":
+        X = pd.read_parquet(job.file).to_numpy()
+        centers = np.asarray(result["centers"])
+        labels = np.asarray(result["labels"])
+        nearest = np.argmin(((X[:, None, :] - centers[None, :, :]) ** 2).sum(-1), axis=1)
+        inertia = float(((X - centers[labels]) ** 2).sum())
+        ok = bool((nearest == labels).all()) and np.isclose(inertia, result["inertia"], rtol=1e-6)
+        return ok, f"inertia={result['inertia']:.2f}; labels are nearest centres"
+    if job.kind == "ml.pca":
+        with np.load(job.file, allow_pickle=False) as npz:
+            X = npz["X"]
+        Xc = X - X.mean(axis=0)
+        singular = np.linalg.svd(Xc, compute_uv=False)
+        ratio = (singular**2 / (singular**2).sum())[: job.params["n_components"]]
+        ok = np.allclose(result["explained_variance_ratio"], ratio, rtol=1e-6)
+        return bool(ok), f"explained variance {np.round(ratio, 4).tolist()} match numpy SVD"
+    return False, "unknown kind"
+
+
+def demo(
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    keep: Annotated[bool, typer.Option(help="keep the temporary home for inspection")] = False,
+    nodes: Annotated[int, typer.Option(min=1, max=16, help="provider nodes to start")] = 3,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the jobs")] = 300.0,
+) -> None:
+    """Run the end-to-end tour on one machine and check everything (exit 0 only if all held)."""
+    out = Console(stderr=json_out)
+    home = Path(tempfile.mkdtemp(prefix="quackmesh-demo-"))
+    started = time.monotonic()
+    settings = Settings(
+        home=home, database_url=None, dev_mode=True, offline_after_s=10, sweep_interval_s=1,
+        log_level="WARNING", access_log=False,
+    )  # fmt: skip
+    net = LocalNetwork(settings)
+    summary: dict[str, Any] = {"home": str(home)}
+    try:
+        out.print(f"[bold]QuackMesh demo[/] — temporary home {home}")
+        net.start_coordinator_thread()
+        out.print(f"• coordinator on {net.url} (SQLite, local blobs, SQL ledger)")
+        net.start_nodes(nodes, price=NODE_PRICE)
+        online = net.wait_nodes_online(nodes)
+        out.print(f"• {online}/{nodes} provider nodes online (real subprocesses)")
+        summary["nodes_online"] = online
+        summary["coordinator"] = net.url
+        summary.update(_run_jobs(net, home, out, timeout))
+    finally:
+        net.stop()
+        if not keep:
+            shutil.rmtree(home, ignore_errors=True)
+    summary["elapsed_s"] = round(time.monotonic() - started, 1)
+    ok = (
+        summary.get("nodes_online", 0) >= nodes
+        and all(j["result_ok"] and j["state"] == "succeeded" and j["paid"] > 0 for j in summary["jobs"])
+        and summary["ledger_verified"]
+        and summary["conserved"]
+    )
+    summary["ok"] = bool(ok)
+    if json_out:
+        print_json(summary)
+    else:
+        out.print(f"[bold {'green' if ok else 'red'}]{'all checks passed' if ok else 'CHECKS FAILED'}[/] in {summary['elapsed_s']}s")
+    if not ok:
+        raise typer.Exit(int(ExitCode.CHECK_FAILED))
+
+
+def _run_jobs(net: LocalNetwork, home: Path, out: Console, timeout: float) -> dict[str, Any]:
+    client_wallet = Wallet.create()
+    with Client(net.url, client_wallet) as client:
+        start_balance = client.faucet(FUNDING).available
+        out.print(f"• client {client_wallet.address} funded with {format_duck(start_balance)} (dev faucet)")
+        specs = write_datasets(home / "data")
+        submitted: list[tuple[DemoJob, JobPublic]] = []
+        for spec in specs:
+            job = client.submit(spec.kind, data=spec.file, params=spec.params, max_price=MAX_PRICE)
+            out.print(f"• submitted {job.id} {spec.kind} on {spec.file.name}: {job.units} units, escrow {format_duck(job.escrowed)}")
+            submitted.append((spec, job))
+        rows = []
+        for spec, job in submitted:
+            done = client.wait(job.id, timeout=timeout, poll=0.25)
+            ok, note = False, done.error or done.state.value
+            if done.state == JobState.SUCCEEDED:
+                ok, note = check_result(spec, client.result(job.id).result)
+            rows.append(
+                {"id": done.id, "kind": done.kind, "state": done.state.value, "result_ok": ok, "paid": done.paid,
+                 "fee": done.fee, "units": done.units, "node": done.tasks[0].node if done.tasks else None, "check": note}
+            )  # fmt: skip
+        end = client.balance()
+        check = client.ledger_check()
+    spent = start_balance - end.available
+    paid = sum(r["paid"] for r in rows)
+    conserved = check.total == 0 and spent == paid and end.in_escrow == 0
+    _print_table(out, rows)
+    out.print(f"• client paid {format_duck(paid)} (fees {format_duck(sum(r['fee'] for r in rows))}); rest refunded from escrow")
+    out.print(f"• ledger: {check.transactions} transactions, hash chain {'ok' if check.ok else 'BROKEN'}, sum of all accounts {check.total}")
+    return {"jobs": rows, "ledger_verified": check.ok, "conserved": conserved, "client_spent": spent}
+
+
+def _print_table(out: Console, rows: list[dict[str, Any]]) -> None:
+    table = Table("job", "kind", "state", "paid", "node", "check")
+    for r in rows:
+        mark = "[green]✓[/]" if r["result_ok"] else "[red]✗[/]"
+        table.add_row(r["id"], r["kind"], r["state"], format_duck(r["paid"]), (r["node"] or "-")[:10] + "…", f"{mark} {r['check']}")
+    out.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(typer.run(demo))  # type: ignore[func-returns-value]

@@ -1,0 +1,158 @@
+"""``quackmesh job submit|status|result|cancel|list``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+
+from quackmesh.cli.common import DEFAULT_COORDINATOR, console, die, handle_errors, load_wallet, parse_amount, parse_param, print_json
+from quackmesh.cli.exit_codes import ExitCode
+from quackmesh.core.money import format_duck
+from quackmesh.core.schemas import JobPublic, JobState
+from quackmesh.sdk import Client
+
+app = typer.Typer(help="Submit and follow jobs.", no_args_is_help=True)
+
+WalletOpt = Annotated[Path | None, typer.Option("--wallet", "-w", help="keystore file")]
+CoordOpt = Annotated[str, typer.Option("--coordinator", "-c", help="coordinator URL [env QUACKMESH_COORDINATOR]")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+TERMINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+
+
+def _describe(job: JobPublic) -> str:
+    task = job.tasks[0] if job.tasks else None
+    where = f" on {task.node[:10]}…" if task and task.node else ""
+    tries = f", attempt {task.attempts}" if task and task.attempts > 1 else ""
+    return f"{job.id} {job.kind}: [bold]{job.state.value}[/]{where}{tries}"
+
+
+def follow(client: Client, job_id: str, *, timeout: float) -> JobPublic:
+    """Poll the job with a live spinner until it finishes."""
+    deadline = time.monotonic() + timeout
+    job = client.status(job_id)
+    with Live(Spinner("dots", text=_describe(job)), console=console, transient=True) as live:
+        while job.state not in TERMINAL:
+            if time.monotonic() > deadline:
+                die(f"job {job_id} still {job.state.value} after {timeout:.0f}s", ExitCode.TIMEOUT)
+            time.sleep(0.5)
+            job = client.status(job_id)
+            live.update(Spinner("dots", text=_describe(job)))
+    return job
+
+
+def _summary(job: JobPublic) -> None:
+    table = Table(show_header=False, box=None)
+    table.add_row("job", job.id)
+    table.add_row("kind", job.kind)
+    table.add_row("state", job.state.value)
+    table.add_row("units", str(job.units))
+    table.add_row("escrowed", format_duck(job.escrowed))
+    table.add_row("paid", f"{format_duck(job.paid)} (fee {format_duck(job.fee)})")
+    table.add_row("refunded", format_duck(job.refunded))
+    for task in job.tasks:
+        table.add_row("task", f"{task.id} {task.state.value} node={task.node or '-'} attempts={task.attempts}")
+        for failure in task.failures:
+            table.add_row("", f"[red]failed on {failure.node[:10]}…: {failure.reason}[/] {failure.detail[:120]}")
+    if job.error:
+        table.add_row("error", f"[red]{job.error}[/]")
+    console.print(table)
+
+
+@app.command()
+@handle_errors
+def submit(
+    kind: Annotated[str, typer.Argument(help="workload kind, e.g. ml.kmeans")],
+    data: Annotated[Path, typer.Option("--data", "-d", exists=True, dir_okay=False, help="CSV, NPZ or Parquet file")],
+    max_price: Annotated[str, typer.Option("--max-price", help="max DUCK per compute unit")],
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="k=v (repeatable; JSON values)")] = None,
+    max_attempts: Annotated[int, typer.Option(help="tries before the job fails")] = 3,
+    timeout_s: Annotated[float, typer.Option("--task-timeout", help="wall-clock limit per task (s)")] = 600.0,
+    follow_: Annotated[bool, typer.Option("--follow", "-f", help="wait and show progress")] = False,
+    timeout: Annotated[float, typer.Option(help="with --follow: give up after this many seconds")] = 900.0,
+    wallet: WalletOpt = None,
+    coordinator: CoordOpt = DEFAULT_COORDINATOR,
+    json_out: JsonOpt = False,
+) -> None:
+    """Upload DATA and submit a job; the escrow is max price × the job's compute units."""
+    params = dict(parse_param(p) for p in (param or []))
+    price = parse_amount(max_price, "--max-price")
+    with Client(coordinator, load_wallet(wallet)) as client:
+        job = client.submit(kind, data=data, params=params, max_price=price, max_attempts=max_attempts, timeout_s=timeout_s)
+        if not json_out:
+            console.print(f"submitted {job.id} ({job.units} units, escrowed {format_duck(job.escrowed)})")
+        if follow_:
+            job = follow(client, job.id, timeout=timeout)
+    if json_out:
+        print_json(job.model_dump(mode="json"))
+    elif follow_:
+        _summary(job)
+    if follow_ and job.state != JobState.SUCCEEDED:
+        raise typer.Exit(int(ExitCode.JOB_FAILED))
+
+
+@app.command()
+@handle_errors
+def status(job_id: str, wallet: WalletOpt = None, coordinator: CoordOpt = DEFAULT_COORDINATOR, json_out: JsonOpt = False) -> None:
+    """Show a job, its tasks and its payment."""
+    with Client(coordinator, load_wallet(wallet)) as client:
+        job = client.status(job_id)
+    if json_out:
+        print_json(job.model_dump(mode="json"))
+    else:
+        _summary(job)
+
+
+@app.command()
+@handle_errors
+def result(
+    job_id: str,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the result JSON here")] = None,
+    wallet: WalletOpt = None,
+    coordinator: CoordOpt = DEFAULT_COORDINATOR,
+) -> None:
+    """Print (or save) a finished job's result."""
+    with Client(coordinator, load_wallet(wallet)) as client:
+        res = client.result(job_id)
+    if output is not None:
+        import json
+
+        output.write_text(json.dumps(res.result, indent=2))
+        console.print(f"wrote {output} (sha256 {res.output_sha256})")
+    else:
+        print_json(res.result)
+
+
+@app.command()
+@handle_errors
+def cancel(job_id: str, wallet: WalletOpt = None, coordinator: CoordOpt = DEFAULT_COORDINATOR) -> None:
+    """Cancel a queued or running job; its escrow is refunded."""
+    with Client(coordinator, load_wallet(wallet)) as client:
+        job = client.cancel(job_id)
+    console.print(f"{job.id} cancelled; refunded {format_duck(job.refunded)}")
+
+
+@app.command("list")
+@handle_errors
+def list_(
+    state: Annotated[JobState | None, typer.Option(help="only jobs in this state")] = None,
+    limit: int = 50,
+    wallet: WalletOpt = None,
+    coordinator: CoordOpt = DEFAULT_COORDINATOR,
+    json_out: JsonOpt = False,
+) -> None:
+    """List your jobs, newest first."""
+    with Client(coordinator, load_wallet(wallet)) as client:
+        jobs = client.list_jobs(state=state, limit=limit)
+    if json_out:
+        print_json([j.model_dump(mode="json") for j in jobs])
+        return
+    table = Table("id", "kind", "state", "units", "paid", "created")
+    for j in jobs:
+        table.add_row(j.id, j.kind, j.state.value, str(j.units), format_duck(j.paid), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.created_at)))
+    console.print(table)

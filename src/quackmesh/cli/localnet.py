@@ -1,0 +1,127 @@
+"""A local QuackMesh network: the coordinator under uvicorn plus provider-node subprocesses.
+
+Used by ``quackmesh up`` and ``quackmesh demo`` (and by tests and benchmarks that want
+real nodes): nodes are real ``quackmesh node start`` processes talking HTTP to the
+coordinator on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from quackmesh.coordinator import Settings, create_app
+from quackmesh.core.money import format_duck
+from quackmesh.core.wallet import Wallet
+
+__all__ = ["LocalNetwork", "free_port"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LocalNetwork:
+    def __init__(self, settings: Settings, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.settings = settings
+        self.host = host
+        self.port = port or free_port(host)
+        self.url = f"http://{host}:{self.port}"
+        self.server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.nodes: list[subprocess.Popen[bytes]] = []
+        self.node_wallets: list[Wallet] = []
+        self._password = secrets.token_urlsafe(16)
+
+    def server_config(self) -> uvicorn.Config:
+        app = create_app(self.settings)
+        return uvicorn.Config(
+            app, host=self.host, port=self.port, log_level="warning", access_log=False, lifespan="on"
+        )
+
+    def start_coordinator_thread(self, timeout: float = 30.0) -> None:
+        """Serve the coordinator from a background thread and wait until it answers."""
+        self.server = uvicorn.Server(self.server_config())
+        self._thread = threading.Thread(target=self.server.run, name="coordinator", daemon=True)
+        self._thread.start()
+        self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"coordinator at {self.url} did not answer within {timeout}s")
+
+    def start_nodes(self, count: int, *, price: int, slots: int = 1, heartbeat_s: float = 2.0) -> None:
+        """Start ``count`` node subprocesses, each with a fresh wallet in home/nodes/."""
+        wallet_dir = self.settings.home / "nodes"
+        logs = self.settings.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "QUACKMESH_WALLET_PASSWORD": self._password, "QUACKMESH_HOME": str(self.settings.home)}
+        start = len(self.nodes)
+        for i in range(start, start + count):
+            wallet = Wallet.create()
+            path = wallet.save(wallet_dir / f"node-{i}.json", self._password, kdf="pbkdf2")
+            self.node_wallets.append(wallet)
+            cmd = [
+                sys.executable, "-m", "quackmesh", "node", "start",
+                "--coordinator", self.url, "--wallet", str(path),
+                "--price", format_duck(price, symbol=False), "--slots", str(slots),
+                "--name", f"demo-node-{i}", "--heartbeat", str(heartbeat_s),
+            ]  # fmt: skip
+            log = (logs / f"node-{i}.log").open("wb")
+            self.nodes.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
+
+    def online_nodes(self) -> int:
+        nodes = httpx.get(f"{self.url}/v1/nodes", params={"status": "online"}, timeout=5).json()
+        return len(nodes)
+
+    def wait_nodes_online(self, count: int, timeout: float = 60.0) -> int:
+        deadline = time.monotonic() + timeout
+        online = 0
+        while time.monotonic() < deadline:
+            online = self.online_nodes()
+            if online >= count:
+                return online
+            dead = [p.args for p in self.nodes if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"a node process exited early; see {self.settings.home / 'logs'}")
+            time.sleep(0.2)
+        return online
+
+    def stop_nodes(self, timeout: float = 15.0) -> None:
+        for proc in self.nodes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        for proc in self.nodes:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stop(self) -> None:
+        self.stop_nodes()
+        if self.server is not None:
+            self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)

@@ -1,0 +1,42 @@
+"""The ``quackmesh`` command: wallets, nodes, jobs, ledger, a local network and the demo."""
+
+from __future__ import annotations
+
+import typer
+
+from quackmesh import __version__
+from quackmesh.cli import demo, job, ledger, node, up, wallet
+
+app = typer.Typer(
+    name="quackmesh",
+    help="QuackMesh: a decentralized AI compute network. Run `quackmesh demo` for the tour.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(wallet.app, name="wallet")
+app.add_typer(node.app, name="node")
+app.add_typer(job.app, name="job")
+app.add_typer(ledger.app, name="ledger")
+app.command("up")(up.up)
+app.command("demo")(demo.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"quackmesh {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    """QuackMesh command line."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Balances, the development faucet and the public ledger audit endpoints."""

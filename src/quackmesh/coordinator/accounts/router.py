@@ -1,0 +1,75 @@
+"""Money endpoints: faucet (development only), balance, ledger check and journal."""
+
+from __future__ import annotations
+
+import io
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import select
+
+from quackmesh.coordinator.db.models import Job
+from quackmesh.coordinator.deps import ReadSigner, RuntimeDep, SubmitSigner
+from quackmesh.coordinator.events.service import emit
+from quackmesh.core.errors import DevModeOnly, ValidationFailed
+from quackmesh.core.schemas import BalancePublic, FaucetCreate, JobState, LedgerCheckPublic
+from quackmesh.ledger import job_escrow_account, wallet_account, write_jsonl
+
+router = APIRouter(prefix="/v1", tags=["money"])
+
+
+def _balance(rt: RuntimeDep, address: str) -> BalancePublic:
+    with rt.sessions() as session:
+        open_jobs = session.scalars(
+            select(Job.id).where(
+                Job.owner == address, Job.state.in_([JobState.QUEUED.value, JobState.RUNNING.value])
+            )
+        )
+        in_escrow = sum(rt.ledger.balance(session, job_escrow_account(j)) for j in open_jobs)
+        available = rt.ledger.balance(session, wallet_account(address))
+    return BalancePublic(address=address, available=available, in_escrow=in_escrow)
+
+
+@router.post("/faucet", response_model=BalancePublic)
+def faucet(body: FaucetCreate, signer: SubmitSigner, rt: RuntimeDep) -> BalancePublic:
+    """Mint development DUCK to the signer. Refused unless the coordinator is in dev mode."""
+    if not rt.settings.dev_mode:
+        raise DevModeOnly("the faucet only exists in development mode (QUACKMESH_DEV_MODE=1)")
+    if body.amount > rt.settings.faucet_max:
+        raise ValidationFailed(f"at most {rt.settings.faucet_max} micro-DUCK per call", field="amount")
+    with rt.sessions.begin() as session:
+        rt.ledger.faucet(session, address=signer, amount=body.amount)
+        emit(session, "faucet.minted", address=signer, amount=body.amount)
+    return _balance(rt, signer)
+
+
+@router.get("/balance", response_model=BalancePublic)
+def balance(signer: ReadSigner, rt: RuntimeDep) -> BalancePublic:
+    return _balance(rt, signer)
+
+
+@router.get("/ledger/check", response_model=LedgerCheckPublic)
+def ledger_check(rt: RuntimeDep) -> LedgerCheckPublic:
+    """Recompute the hash chain and the zero sum (public: anyone may audit the ledger)."""
+    with rt.sessions() as session:
+        check = rt.ledger.verify(session)
+    return LedgerCheckPublic(
+        ok=check.ok, transactions=check.transactions, head=check.head, total=check.total, problems=list(check.problems)
+    )
+
+
+@router.get("/ledger/journal", response_class=PlainTextResponse)
+def ledger_journal(
+    rt: RuntimeDep,
+    after: int = Query(default=0, ge=0),
+    limit: int = Query(default=1000, ge=1, le=10_000),
+) -> PlainTextResponse:
+    """Journal transactions after seq ``after`` as JSON Lines, with entries and chain hashes.
+
+    Public on purpose: anyone can re-hash the chain and check the zero sum
+    (``quackmesh ledger verify --coordinator URL``) without trusting this server.
+    """
+    buffer = io.StringIO()
+    with rt.sessions() as session:
+        write_jsonl(rt.ledger.iter_journal(session, after_seq=after, limit=limit), buffer)
+    return PlainTextResponse(buffer.getvalue(), media_type="application/x-ndjson")

@@ -1,0 +1,1 @@
+"""Request authentication helpers: capability tokens for blob URLs."""

@@ -1,0 +1,1 @@
+"""Jobs: validated submission with escrow, reading, cancelling, settling."""

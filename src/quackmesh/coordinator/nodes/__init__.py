@@ -1,0 +1,1 @@
+"""Provider nodes: registration, write-behind liveness, offline detection."""

@@ -1,0 +1,62 @@
+"""Node endpoints: register, heartbeat (write-behind), read."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from quackmesh.coordinator.db.models import Node
+from quackmesh.coordinator.deps import RuntimeDep, Signer
+from quackmesh.coordinator.nodes.liveness import Beat
+from quackmesh.coordinator.nodes.service import get_node, node_public, register_node
+from quackmesh.core.schemas import HeartbeatCreate, HeartbeatPublic, NodePublic, NodeRegister, NodeStatus
+from quackmesh.workloads import list_kinds
+
+router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
+
+
+@router.post("/register", response_model=NodePublic)
+def register(body: NodeRegister, signer: Signer, rt: RuntimeDep) -> NodePublic:
+    """Register (or re-register) the signing address as a provider node."""
+    with rt.sessions.begin() as session:
+        node = register_node(session, address=signer, body=body, known_kinds=list_kinds())
+        public = node_public(node)
+    rt.liveness.set_status(signer, NodeStatus.ONLINE)
+    rt.notifier.notify()
+    return public
+
+
+def _load_status(rt: RuntimeDep, address: str) -> None:
+    with rt.sessions() as session:
+        node = get_node(session, address)
+        rt.liveness.set_status(address, NodeStatus(node.status))
+
+
+@router.post("/heartbeat", response_model=HeartbeatPublic)
+async def heartbeat(body: HeartbeatCreate, signer: Signer, rt: RuntimeDep) -> HeartbeatPublic:
+    """Record liveness in memory; the sweeper flushes it to the database in batches."""
+    if not rt.liveness.known(signer):
+        await run_in_threadpool(_load_status, rt, signer)  # 404 if never registered
+    now = time.time()
+    status, cancel = rt.liveness.beat(signer, Beat(at=now, running=tuple(body.running), draining=body.draining))
+    rt.metrics.heartbeats.inc()
+    return HeartbeatPublic(server_time=now, status=status, cancel=cancel)
+
+
+@router.get("", response_model=list[NodePublic])
+def list_nodes(rt: RuntimeDep, status: NodeStatus | None = None, limit: int = 500) -> list[NodePublic]:
+    """Public list of nodes (the marketplace view grows from this)."""
+    with rt.sessions() as session:
+        stmt = select(Node).order_by(Node.registered_at).limit(max(1, min(limit, 5000)))
+        if status is not None:
+            stmt = stmt.where(Node.status == status.value)
+        return [node_public(n) for n in session.scalars(stmt)]
+
+
+@router.get("/{address}", response_model=NodePublic)
+def read_node(address: str, rt: RuntimeDep) -> NodePublic:
+    with rt.sessions() as session:
+        return node_public(get_node(session, address))

@@ -1,0 +1,1 @@
+"""Matching queued tasks to nodes, leases, their expiry and re-queueing."""

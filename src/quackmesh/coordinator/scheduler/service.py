@@ -1,0 +1,165 @@
+"""Lease rules: claim, report failure, release, expire.
+
+A node may lease a queued task when it is online, advertises the task's workload, asks
+no more than the job's max price, and has not already failed that task. Tasks go first
+in, first out. On PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so several
+coordinator replicas never hand one task out twice; on SQLite ``BEGIN IMMEDIATE``
+serialises writers. A lease carries a ``lease_id``: a report is only accepted from the
+holder of the current lease, so a node that lost its lease is never paid.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from quackmesh.coordinator.auth.capability import capability_query
+from quackmesh.coordinator.db.engine import is_postgres
+from quackmesh.coordinator.db.models import Job, Node, Task
+from quackmesh.coordinator.events.service import emit
+from quackmesh.coordinator.jobs.service import fail_job
+from quackmesh.coordinator.runtime import Runtime
+from quackmesh.core.errors import InvalidState, LeaseLost, TaskNotFound
+from quackmesh.core.schemas import InputRef, JobState, NodeStatus, TaskLease, TaskLimits, TaskState
+
+__all__ = ["claim_tasks", "expire_leases", "held_task", "lease_public", "release_task", "retry_or_fail"]
+
+SCAN_FACTOR = 4  # rows scanned per task wanted, to skip ones this node may not take
+
+
+def claim_tasks(rt: Runtime, session: Session, *, node: Node, max_tasks: int, now: float) -> list[tuple[Task, Job]]:
+    if node.status != NodeStatus.ONLINE.value:
+        return []
+    stmt = (
+        select(Task, Job)
+        .join(Job, Job.id == Task.job_id)
+        .where(
+            Task.state == TaskState.QUEUED.value,
+            Task.kind.in_(node.workloads),
+            Task.max_price >= node.price_per_unit,
+        )
+        .order_by(Task.queued_at)
+        .limit(max_tasks * SCAN_FACTOR + 8)
+    )
+    if is_postgres(str(rt.engine.url)):
+        stmt = stmt.with_for_update(skip_locked=True, of=Task)
+    claimed: list[tuple[Task, Job]] = []
+    for task, job in session.execute(stmt).tuples():
+        if node.address in task.excluded_nodes:
+            continue
+        task.state = TaskState.LEASED.value
+        task.node = node.address
+        task.lease_id = secrets.token_hex(12)
+        task.lease_expires_at = now + rt.settings.lease_s
+        task.price_per_unit = node.price_per_unit
+        task.attempts += 1
+        task.leased_at = now
+        if job.state == JobState.QUEUED.value:
+            job.state = JobState.RUNNING.value
+            job.updated_at = now
+            emit(session, "job.running", job_id=job.id, address=job.owner, at=now)
+        emit(session, "task.leased", job_id=job.id, node=node.address, at=now, task_id=task.id, attempt=task.attempts)
+        claimed.append((task, job))
+        if len(claimed) >= max_tasks:
+            break
+    return claimed
+
+
+def lease_public(rt: Runtime, *, task: Task, job: Job, reader: str, base_url: str) -> TaskLease:
+    expires = int(time.time()) + rt.settings.capability_ttl_s
+    inputs = []
+    for name, sha in sorted(job.inputs.items()):
+        query = capability_query(rt.secret, sha256=sha, reader=reader, expires=expires)
+        inputs.append(
+            InputRef(
+                name=name,
+                sha256=sha,
+                size=rt.blobs.path_for(sha).stat().st_size,
+                url=f"{base_url.rstrip('/')}/v1/blobs/{sha}?{query}",
+            )
+        )
+    assert task.lease_id is not None and task.lease_expires_at is not None  # set by claim
+    return TaskLease(
+        task_id=task.id,
+        job_id=job.id,
+        lease_id=task.lease_id,
+        kind=job.kind,
+        params=job.params,
+        inputs=inputs,
+        lease_expires_at=task.lease_expires_at,
+        limits=TaskLimits(wall_s=job.timeout_s, cpu_s=job.timeout_s * 2, memory_mb=job.memory_mb),
+    )
+
+
+def held_task(session: Session, *, task_id: str, node: str, lease_id: str) -> tuple[Task, Job]:
+    """The task if ``node`` still holds lease ``lease_id`` on it, else 404/409."""
+    stmt = select(Task, Job).join(Job, Job.id == Task.job_id).where(Task.id == task_id).with_for_update()
+    row = session.execute(stmt).tuples().first()
+    if row is None:
+        raise TaskNotFound(f"no task {task_id}", task_id=task_id)
+    task, job = row
+    if task.state != TaskState.LEASED.value or task.node != node or task.lease_id != lease_id:
+        raise LeaseLost(
+            f"task {task_id} is not leased to you any more (state {task.state})",
+            task_id=task_id,
+            state=task.state,
+        )
+    return task, job
+
+
+def retry_or_fail(rt: Runtime, session: Session, *, task: Task, job: Job, reason: str, detail: str, now: float) -> None:
+    """Record a failed attempt; re-queue on another node, or fail the job when out of tries."""
+    node = task.node or ""
+    task.failures = [*task.failures, {"node": node, "reason": reason, "detail": detail[:2000], "at": now}]
+    if node and node not in task.excluded_nodes:
+        task.excluded_nodes = [*task.excluded_nodes, node]
+    task.lease_id = None
+    task.lease_expires_at = None
+    emit(session, "task.failed", job_id=job.id, node=node or None, at=now, task_id=task.id, reason=reason)
+    if task.attempts >= job.max_attempts:
+        task.state = TaskState.FAILED.value
+        task.finished_at = now
+        fail_job(rt, session, job, error=f"task failed {task.attempts} times; last: {reason}: {detail[:500]}", now=now)
+        return
+    task.state = TaskState.QUEUED.value
+    task.node = None
+    task.queued_at = now
+    job.updated_at = now
+    emit(session, "task.requeued", job_id=job.id, at=now, task_id=task.id, attempt=task.attempts)
+
+
+def release_task(session: Session, *, task: Task, job: Job, now: float) -> None:
+    """A draining node hands a task back: no failure recorded, the attempt not counted."""
+    if job.state not in (JobState.QUEUED.value, JobState.RUNNING.value):
+        raise InvalidState(f"job {job.id} is {job.state}", job_id=job.id)
+    node = task.node
+    task.state = TaskState.QUEUED.value
+    task.node = None
+    task.lease_id = None
+    task.lease_expires_at = None
+    task.attempts = max(0, task.attempts - 1)
+    task.queued_at = now
+    emit(session, "task.released", job_id=job.id, node=node, at=now, task_id=task.id)
+
+
+def expire_leases(rt: Runtime, session: Session, *, now: float, offline_nodes: list[str]) -> int:
+    """Leases past their expiry, or held by nodes that just went Offline, go back to the queue."""
+    cond = Task.lease_expires_at < now
+    if offline_nodes:
+        cond = cond | Task.node.in_(offline_nodes)
+    stmt = (
+        select(Task, Job)
+        .join(Job, Job.id == Task.job_id)
+        .where(Task.state == TaskState.LEASED.value, cond)
+        .with_for_update(of=Task)
+    )
+    count = 0
+    for task, job in session.execute(stmt).tuples():
+        silent = task.node in offline_nodes
+        reason_detail = "node went offline" if silent else "lease expired without a report"
+        retry_or_fail(rt, session, task=task, job=job, reason="lease_expired", detail=reason_detail, now=now)
+        count += 1
+    return count

@@ -1,0 +1,91 @@
+"""Coordinator settings from ``QUACKMESH_*`` environment variables or ``quackmesh.toml``.
+
+Everything has a safe embedded default: SQLite under ``$QUACKMESH_HOME`` (default
+``~/.quackmesh``), blobs on the local filesystem, the SQL ledger. The development faucet
+only works with ``dev_mode`` on.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["Settings", "default_home"]
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("QUACKMESH_HOME") or Path.home() / ".quackmesh")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="QUACKMESH_", toml_file="quackmesh.toml", extra="ignore"
+    )
+
+    home: Path = Field(default_factory=default_home)
+    database_url: str | None = Field(default=None, description="default: SQLite in home")
+    blob_dir: Path | None = Field(default=None, description="default: home/blobs")
+    secret_key: str | None = Field(
+        default=None, description="HMAC key for capability URLs; default: generated in home"
+    )
+    dev_mode: bool = Field(default=False, description="enables the development faucet")
+
+    auth_window_s: int = Field(default=60, ge=5, le=3600)
+    offline_after_s: float = Field(default=30.0, gt=0)
+    lease_s: float = Field(default=60.0, gt=0, description="lease length; heartbeats extend")
+    sweep_interval_s: float = Field(default=2.0, gt=0)
+    capability_ttl_s: int = Field(default=900, gt=0)
+    fee_bps: int = Field(default=500, ge=0, le=10_000, description="protocol fee, 1/100 %")
+    faucet_max: int = Field(default=100_000_000_000, gt=0, description="micro-DUCK per call")
+    max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    max_result_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+
+    rate_submit_per_s: float = Field(default=5.0, gt=0)
+    rate_submit_burst: int = Field(default=30, ge=1)
+    rate_read_per_s: float = Field(default=50.0, gt=0)
+    rate_read_burst: int = Field(default=300, ge=1)
+
+    log_level: str = "INFO"
+    access_log: bool = True
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'coordinator.db'}"
+
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir or self.home / "blobs"
+
+    def resolved_secret(self) -> bytes:
+        """The capability-URL key: configured, or generated once and kept (0600) in home."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.home / "secret.key"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process created it first
+            else:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()

@@ -1,0 +1,1 @@
+"""Layer 4: the provider node agent and its sandbox runner."""

@@ -1,0 +1,283 @@
+"""The provider agent: register, heartbeat, long-poll for leases, run tasks in the sandbox.
+
+Threads: one heartbeat thread, one lease loop (the caller's thread), one worker thread per
+running task (at most ``slots``). Shutdown has two steps, like ``docker stop``:
+``drain`` stops leasing and lets running tasks finish; ``abort`` (or the drain timeout)
+kills the sandboxes and hands their leases back so other nodes can take them at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from quackmesh import __version__
+from quackmesh.core.errors import LeaseLost, NodeNotFound, QuackMeshError
+from quackmesh.core.money import format_duck
+from quackmesh.core.schemas import HeartbeatCreate, NodeRegister, TaskLease, TaskReport
+from quackmesh.core.wallet import Wallet
+from quackmesh.node.hardware import detect_hardware
+from quackmesh.node.sandbox import SandboxOutcome, run_task
+from quackmesh.sdk import Client
+from quackmesh.workloads import list_kinds
+
+__all__ = ["NodeAgent", "NodeConfig"]
+
+log = logging.getLogger("quackmesh.node")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    coordinator: str
+    name: str
+    price_per_unit: int
+    slots: int = 1
+    heartbeat_s: float = 5.0
+    lease_wait_s: float = 20.0
+    drain_timeout_s: float = 300.0
+    workdir: Path | None = None
+    isolate_network: bool = False
+    workloads: tuple[str, ...] = ()
+
+
+@dataclass
+class _Running:
+    lease: TaskLease
+    cancel: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
+class NodeAgent:
+    def __init__(
+        self,
+        config: NodeConfig,
+        wallet: Wallet,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.wallet = wallet
+        self.client = Client(config.coordinator, wallet, transport=transport)
+        self.hardware = detect_hardware()
+        self.drain = threading.Event()
+        self.abort = threading.Event()
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+        self._emit = on_event or (lambda msg: log.info(msg))
+        self._own_workdir = config.workdir is None
+        self.workdir = config.workdir or Path(tempfile.mkdtemp(prefix="quackmesh-node-"))
+        self.completed = 0
+        self.earned = 0
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def register(self) -> None:
+        body = NodeRegister(
+            name=self.config.name,
+            hardware=self.hardware,
+            price_per_unit=self.config.price_per_unit,
+            slots=self.config.slots,
+            workloads=list(self.config.workloads or list_kinds()),
+            version=__version__,
+        )
+        node = self.client.register_node(body)
+        gpus = ", ".join(g.model for g in self.hardware.gpus) or "no GPU"
+        self._emit(
+            f"registered {node.address} as '{node.name}': {self.hardware.cpu_cores} cores, "
+            f"{self.hardware.ram_bytes / 2**30:.1f} GiB RAM, {gpus}; "
+            f"{self.config.slots} slot(s) at {format_duck(self.config.price_per_unit)}/unit"
+        )
+
+    def run(self) -> None:
+        """Run until drained; returns when every task has finished or been released."""
+        self._register_with_retry()
+        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        beat.start()
+        try:
+            self._lease_loop()
+            self._finish()
+        finally:
+            self.abort.set()
+            beat.join(timeout=self.config.heartbeat_s + 5)
+            self.client.close()
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _register_with_retry(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self.register()
+                return
+            except httpx.TransportError as exc:
+                if self.drain.is_set():
+                    raise
+                self._emit(f"coordinator unreachable ({exc}); retrying in {delay:.0f}s")
+                self.drain.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.config.slots - len(self._running)
+
+    def _lease_loop(self) -> None:
+        while not self.drain.is_set():
+            free = self._free_slots()
+            if free <= 0:
+                self.drain.wait(0.05)
+                continue
+            try:
+                leases = self.client.lease(max_tasks=free, wait_s=self.config.lease_wait_s).tasks
+            except httpx.TransportError as exc:
+                self._emit(f"lease request failed ({exc}); retrying")
+                self.drain.wait(2.0)
+                continue
+            except NodeNotFound:
+                self._register_with_retry()
+                continue
+            for lease in leases:
+                if self.drain.is_set():
+                    self._release(lease)
+                    continue
+                self._start(lease)
+
+    def _finish(self) -> None:
+        """Drain: wait for running tasks, then abort and release whatever is left."""
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        with self._lock:
+            count = len(self._running)
+        if count:
+            self._emit(f"draining: waiting for {count} running task(s); press Ctrl-C again to release them")
+        while self._free_slots() < self.config.slots:
+            if self.abort.is_set() or time.monotonic() > deadline:
+                with self._lock:
+                    running = list(self._running.values())
+                for item in running:
+                    item.cancel.set()  # the worker releases the lease
+            self.abort.wait(0.05)
+        self._emit("drained; stopped")
+
+    # --- tasks -----------------------------------------------------------------------
+    def _start(self, lease: TaskLease) -> None:
+        item = _Running(lease=lease)
+        item.thread = threading.Thread(target=self._work, args=(item,), name=lease.task_id, daemon=True)
+        with self._lock:
+            self._running[lease.task_id] = item
+        self._emit(f"leased {lease.task_id} ({lease.kind}, job {lease.job_id})")
+        item.thread.start()
+
+    def _work(self, item: _Running) -> None:
+        lease = item.lease
+        taskdir = self.workdir / lease.task_id
+        try:
+            outcome = self._execute(lease, taskdir, item.cancel)
+            if outcome is None:
+                return
+            if outcome.cancelled:
+                self._release(lease)
+                return
+            self._report(lease, outcome)
+        except LeaseLost:
+            self._emit(f"{lease.task_id}: lease lost (expired or cancelled); result discarded")
+        except (QuackMeshError, httpx.HTTPError) as exc:
+            self._emit(f"{lease.task_id}: could not report: {exc}")
+        finally:
+            shutil.rmtree(taskdir, ignore_errors=True)
+            with self._lock:
+                self._running.pop(lease.task_id, None)
+
+    def _execute(self, lease: TaskLease, taskdir: Path, cancel: threading.Event) -> SandboxOutcome | None:
+        inputs_dir = taskdir / "inputs"
+        inputs_dir.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        started = time.monotonic()
+        for ref in lease.inputs:
+            try:
+                paths[ref.name] = self.client.download(ref.url, inputs_dir / ref.name, sha256=ref.sha256)
+            except (ValueError, QuackMeshError, httpx.HTTPError) as exc:
+                report = TaskReport(
+                    lease_id=lease.lease_id,
+                    outcome="failed",
+                    failure_reason="input_error",
+                    detail=f"input {ref.name}: {exc}",
+                    elapsed_s=time.monotonic() - started,
+                )
+                self.client.report(lease.task_id, report)
+                self._emit(f"{lease.task_id}: input {ref.name} failed: {exc}")
+                return None
+        threads = max(1, self.hardware.cpu_cores // self.config.slots)
+        return run_task(
+            kind=lease.kind,
+            params=lease.params,
+            inputs=paths,
+            workdir=taskdir / "work",
+            limits=lease.limits,
+            threads=threads,
+            cancel=cancel,
+            isolate_network=self.config.isolate_network,
+        )
+
+    def _report(self, lease: TaskLease, outcome: SandboxOutcome) -> None:
+        if outcome.ok and outcome.output_path is not None:
+            blob = self.client.upload(outcome.output_path)
+            report = TaskReport(
+                lease_id=lease.lease_id, outcome="succeeded", output_sha256=blob.sha256, elapsed_s=outcome.elapsed_s
+            )
+        else:
+            report = TaskReport(
+                lease_id=lease.lease_id,
+                outcome="failed",
+                failure_reason=outcome.reason or "crash",
+                detail=outcome.detail,
+                elapsed_s=outcome.elapsed_s,
+            )
+        result = self.client.report(lease.task_id, report)
+        if report.outcome == "succeeded":
+            self.completed += 1
+            self.earned += result.paid
+            self._emit(f"{lease.task_id}: done in {outcome.elapsed_s:.2f}s, paid {format_duck(result.paid)}")
+        else:
+            self._emit(f"{lease.task_id}: failed ({report.failure_reason}): {report.detail[:200]}")
+
+    def _release(self, lease: TaskLease) -> None:
+        try:
+            self.client.release(lease.task_id, lease.lease_id)
+            self._emit(f"{lease.task_id}: released back to the queue")
+        except (QuackMeshError, httpx.HTTPError) as exc:
+            self._emit(f"{lease.task_id}: release failed ({exc}); its lease will expire")
+
+    # --- heartbeats --------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        while not self.abort.is_set():
+            with self._lock:
+                running = list(self._running)
+            body = HeartbeatCreate(
+                running=running, free_slots=max(0, self.config.slots - len(running)), draining=self.drain.is_set()
+            )
+            try:
+                reply = self.client.heartbeat(body)
+                for task_id in reply.cancel:
+                    with self._lock:
+                        item = self._running.get(task_id)
+                    if item is not None:
+                        self._emit(f"{task_id}: coordinator cancelled it (lease lost or job cancelled)")
+                        item.cancel.set()
+            except NodeNotFound:
+                self._safe_reregister()
+            except (QuackMeshError, httpx.HTTPError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+            self.abort.wait(self.config.heartbeat_s)
+
+    def _safe_reregister(self) -> None:
+        try:
+            self.register()
+        except (QuackMeshError, httpx.HTTPError) as exc:
+            log.warning("re-register failed: %s", exc)

@@ -1,0 +1,416 @@
+"""QuackMesh SDK: every request is signed with the caller's wallet (see core.signing).
+
+``Client`` is synchronous, ``AsyncClient`` the same API with ``await``. Both accept an
+``httpx`` transport, so tests can run them in-process against the ASGI app::
+
+    client = Client("http://127.0.0.1:8787", wallet)
+    job = client.submit("ml.kmeans", data="iris.csv", params={"n_clusters": 3}, max_price=10)
+    job = client.wait(job.id)
+    print(client.result(job.id).result["inertia"])
+
+Errors come back as the classes of :mod:`quackmesh.core.errors` (``InsufficientBalance``,
+``ValidationFailed`` …) built from the coordinator's problem+json body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from quackmesh.core.errors import QuackMeshError, RateLimited, error_class_for_code
+from quackmesh.core.schemas import (
+    BalancePublic,
+    BlobPublic,
+    FaucetCreate,
+    HeartbeatCreate,
+    HeartbeatPublic,
+    JobCreate,
+    JobListPublic,
+    JobPublic,
+    JobResultPublic,
+    JobState,
+    LeaseCreate,
+    LeasePublic,
+    LedgerCheckPublic,
+    NodePublic,
+    NodeRegister,
+    ReleaseCreate,
+    TaskReport,
+    TaskReportPublic,
+)
+from quackmesh.core.wallet import Wallet
+
+__all__ = ["AsyncClient", "Client", "HttpError", "SignedAuth"]
+
+M = TypeVar("M", bound=BaseModel)
+TERMINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+_RETRIES_429 = 3
+
+
+class HttpError(QuackMeshError):
+    """A non-problem HTTP error, or a problem code this SDK does not know."""
+
+    def __init__(self, detail: str, *, status: int, **context: Any) -> None:
+        super().__init__(detail, **context)
+        self.http_status = status
+
+
+class SignedAuth(httpx.Auth):
+    """httpx auth flow that signs each request (path with query, body sha256)."""
+
+    requires_request_body = True
+
+    def __init__(self, wallet: Wallet) -> None:
+        self.wallet = wallet
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if "x-quackmesh-signature" not in request.headers:  # pre-signed streamed uploads
+            headers = self.wallet.sign_request(
+                method=request.method, path=request.url.raw_path.decode(), body=request.content
+            )
+            request.headers.update(headers.as_dict())
+        yield request
+
+
+def raise_for_problem(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("code"), str):
+        cls = error_class_for_code(body["code"])
+        context = {k: v for k, v in body.items() if k not in {"type", "title", "status", "code", "detail"}}
+        detail = str(body.get("detail") or body.get("title") or response.reason_phrase)
+        if cls is RateLimited:
+            retry = int(response.headers.get("retry-after", context.pop("retry_after", 1)))
+            context.pop("retry_after", None)
+            raise RateLimited(detail, retry_after=retry, **context)
+        if cls is QuackMeshError:
+            raise HttpError(detail, status=response.status_code, **context)
+        raise cls(detail, **context)
+    raise HttpError(f"HTTP {response.status_code}: {response.text[:200]}", status=response.status_code)
+
+
+@dataclass(frozen=True)
+class _Call:
+    method: str
+    path: str
+    json: Any = None
+    params: dict[str, Any] | None = None
+    timeout: float | None = None
+
+
+def _body(model: BaseModel) -> Any:
+    return model.model_dump(mode="json")
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        yield from iter(lambda: fh.read(1 << 20), b"")
+
+
+class _Api:
+    """Builds the calls; the two clients only differ in how they send them."""
+
+    @staticmethod
+    def job_create(
+        kind: str,
+        inputs: dict[str, str],
+        params: dict[str, Any] | None,
+        max_price: int,
+        max_attempts: int,
+        timeout_s: float,
+        memory_mb: int,
+    ) -> _Call:
+        body = JobCreate(
+            kind=kind,
+            inputs=inputs,
+            params=dict(params or {}),
+            max_price=max_price,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
+        )
+        return _Call("POST", "/v1/jobs", json=_body(body))
+
+
+class Client:
+    """Synchronous QuackMesh client (clients and provider nodes)."""
+
+    def __init__(
+        self,
+        coordinator: str,
+        wallet: Wallet,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.wallet = wallet
+        self.address = wallet.address
+        self._http = httpx.Client(
+            base_url=coordinator, auth=SignedAuth(wallet), transport=transport, timeout=timeout
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, call: _Call) -> httpx.Response:
+        for attempt in range(_RETRIES_429 + 1):
+            response = self._http.request(
+                call.method,
+                call.path,
+                json=call.json,
+                params=call.params,
+                timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+            if response.status_code != 429 or attempt == _RETRIES_429:
+                break
+            time.sleep(min(30.0, float(response.headers.get("retry-after", "1"))))
+        raise_for_problem(response)
+        return response
+
+    def _model(self, call: _Call, model: type[M]) -> M:
+        return model.model_validate(self._send(call).json())
+
+    # --- client side -------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        data: dict[str, Any] = self._http.get("/healthz").json()
+        return data
+
+    def upload(self, data: Path | str | bytes) -> BlobPublic:
+        """Upload a file (streamed) or bytes; returns its sha256 and size."""
+        if isinstance(data, bytes):
+            response = self._http.post(
+                "/v1/blobs", content=data, headers={"content-type": "application/octet-stream"}
+            )
+        else:
+            path = Path(data)
+            signed = self.wallet.sign_request(
+                method="POST", path="/v1/blobs", body_sha256=_sha256_file(path)
+            )
+            response = self._http.post(
+                "/v1/blobs",
+                content=_file_chunks(path),
+                headers={**signed.as_dict(), "content-type": "application/octet-stream"},
+            )
+        raise_for_problem(response)
+        return BlobPublic.model_validate(response.json())
+
+    def submit(
+        self,
+        kind: str,
+        *,
+        data: Path | str | bytes | None = None,
+        inputs: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        max_price: int,
+        max_attempts: int = 3,
+        timeout_s: float = 600.0,
+        memory_mb: int = 2048,
+    ) -> JobPublic:
+        """Upload ``data`` (as input ``data``) unless ``inputs`` names blobs, then submit."""
+        named = dict(inputs or {})
+        if data is not None:
+            named["data"] = self.upload(data).sha256
+        call = _Api.job_create(kind, named, params, max_price, max_attempts, timeout_s, memory_mb)
+        return self._model(call, JobPublic)
+
+    def status(self, job_id: str) -> JobPublic:
+        return self._model(_Call("GET", f"/v1/jobs/{job_id}"), JobPublic)
+
+    def list_jobs(self, *, state: JobState | None = None, limit: int = 50) -> list[JobPublic]:
+        params: dict[str, Any] = {"limit": limit} | ({"state": state.value} if state else {})
+        return self._model(_Call("GET", "/v1/jobs", params=params), JobListPublic).jobs
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float = 600.0,
+        poll: float = 0.5,
+        on_update: Callable[[JobPublic], None] | None = None,
+    ) -> JobPublic:
+        """Poll until the job is finished (or ``TimeoutError`` after ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.status(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job.state in TERMINAL:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.state} after {timeout}s")
+            time.sleep(poll)
+
+    def result(self, job_id: str) -> JobResultPublic:
+        return self._model(_Call("GET", f"/v1/jobs/{job_id}/result"), JobResultPublic)
+
+    def cancel(self, job_id: str) -> JobPublic:
+        return self._model(_Call("POST", f"/v1/jobs/{job_id}/cancel", json={}), JobPublic)
+
+    def balance(self) -> BalancePublic:
+        return self._model(_Call("GET", "/v1/balance"), BalancePublic)
+
+    def faucet(self, amount: int) -> BalancePublic:
+        return self._model(_Call("POST", "/v1/faucet", json=_body(FaucetCreate(amount=amount))), BalancePublic)
+
+    def ledger_check(self) -> LedgerCheckPublic:
+        return self._model(_Call("GET", "/v1/ledger/check"), LedgerCheckPublic)
+
+    def ledger_journal(self, *, after: int = 0, limit: int = 1000) -> str:
+        """Journal transactions after seq ``after`` as JSON Lines (ledger.read_jsonl reads it)."""
+        call = _Call("GET", "/v1/ledger/journal", params={"after": after, "limit": limit})
+        return self._send(call).text
+
+    def nodes(self) -> list[NodePublic]:
+        return [NodePublic.model_validate(n) for n in self._send(_Call("GET", "/v1/nodes")).json()]
+
+    # --- provider side -----------------------------------------------------------------
+    def register_node(self, body: NodeRegister) -> NodePublic:
+        return self._model(_Call("POST", "/v1/nodes/register", json=_body(body)), NodePublic)
+
+    def heartbeat(self, body: HeartbeatCreate) -> HeartbeatPublic:
+        return self._model(_Call("POST", "/v1/nodes/heartbeat", json=_body(body)), HeartbeatPublic)
+
+    def lease(self, *, max_tasks: int = 1, wait_s: float = 20.0) -> LeasePublic:
+        body = LeaseCreate(max_tasks=max_tasks, wait_s=wait_s)
+        call = _Call("POST", "/v1/tasks/lease", json=_body(body), timeout=wait_s + 30.0)
+        return self._model(call, LeasePublic)
+
+    def report(self, task_id: str, body: TaskReport) -> TaskReportPublic:
+        return self._model(_Call("POST", f"/v1/tasks/{task_id}/report", json=_body(body)), TaskReportPublic)
+
+    def release(self, task_id: str, lease_id: str) -> TaskReportPublic:
+        body = ReleaseCreate(lease_id=lease_id)
+        return self._model(_Call("POST", f"/v1/tasks/{task_id}/release", json=_body(body)), TaskReportPublic)
+
+    def download(self, url: str, dest: Path, *, sha256: str) -> Path:
+        """Fetch a capability URL to ``dest`` and check its sha256 (ValueError if wrong)."""
+        digest = hashlib.sha256()
+        tmp = dest.with_name(dest.name + ".part")
+        with self._http.stream("GET", url) as response:
+            if not response.is_success:
+                response.read()
+                raise_for_problem(response)
+            with tmp.open("wb") as fh:
+                for chunk in response.iter_bytes():
+                    digest.update(chunk)
+                    fh.write(chunk)
+        if digest.hexdigest() != sha256:
+            tmp.unlink(missing_ok=True)
+            raise ValueError(f"sha256 mismatch for {dest.name}: got {digest.hexdigest()}, expected {sha256}")
+        tmp.replace(dest)
+        return dest
+
+
+class AsyncClient:
+    """The client-side API of :class:`Client` with ``async`` methods."""
+
+    def __init__(
+        self,
+        coordinator: str,
+        wallet: Wallet,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.wallet = wallet
+        self.address = wallet.address
+        self._http = httpx.AsyncClient(
+            base_url=coordinator, auth=SignedAuth(wallet), transport=transport, timeout=timeout
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(self, call: _Call) -> httpx.Response:
+        for attempt in range(_RETRIES_429 + 1):
+            response = await self._http.request(call.method, call.path, json=call.json, params=call.params)
+            if response.status_code != 429 or attempt == _RETRIES_429:
+                break
+            await asyncio.sleep(min(30.0, float(response.headers.get("retry-after", "1"))))
+        raise_for_problem(response)
+        return response
+
+    async def _model(self, call: _Call, model: type[M]) -> M:
+        return model.model_validate((await self._send(call)).json())
+
+    async def upload(self, data: Path | str | bytes) -> BlobPublic:
+        content = data if isinstance(data, bytes) else Path(data).read_bytes()
+        response = await self._http.post("/v1/blobs", content=content, headers={"content-type": "application/octet-stream"})
+        raise_for_problem(response)
+        return BlobPublic.model_validate(response.json())
+
+    async def submit(
+        self,
+        kind: str,
+        *,
+        data: Path | str | bytes | None = None,
+        inputs: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        max_price: int,
+        max_attempts: int = 3,
+        timeout_s: float = 600.0,
+        memory_mb: int = 2048,
+    ) -> JobPublic:
+        named = dict(inputs or {})
+        if data is not None:
+            named["data"] = (await self.upload(data)).sha256
+        call = _Api.job_create(kind, named, params, max_price, max_attempts, timeout_s, memory_mb)
+        return await self._model(call, JobPublic)
+
+    async def status(self, job_id: str) -> JobPublic:
+        return await self._model(_Call("GET", f"/v1/jobs/{job_id}"), JobPublic)
+
+    async def wait(self, job_id: str, *, timeout: float = 600.0, poll: float = 0.5) -> JobPublic:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self.status(job_id)
+            if job.state in TERMINAL:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.state} after {timeout}s")
+            await asyncio.sleep(poll)
+
+    async def result(self, job_id: str) -> JobResultPublic:
+        return await self._model(_Call("GET", f"/v1/jobs/{job_id}/result"), JobResultPublic)
+
+    async def cancel(self, job_id: str) -> JobPublic:
+        return await self._model(_Call("POST", f"/v1/jobs/{job_id}/cancel", json={}), JobPublic)
+
+    async def balance(self) -> BalancePublic:
+        return await self._model(_Call("GET", "/v1/balance"), BalancePublic)
+
+    async def faucet(self, amount: int) -> BalancePublic:
+        body = _body(FaucetCreate(amount=amount))
+        return await self._model(_Call("POST", "/v1/faucet", json=body), BalancePublic)
