@@ -125,7 +125,9 @@ def demo(
     summary["elapsed_s"] = round(time.monotonic() - started, 1)
     ok = (
         summary.get("nodes_online", 0) >= nodes
-        and all(j["result_ok"] and j["state"] == "succeeded" and j["paid"] > 0 for j in summary["jobs"])
+        and all(
+            j["result_ok"] and j["state"] == "succeeded" and j["paid"] > 0 for j in summary["jobs"]
+        )
         and summary["ledger_verified"]
         and summary["conserved"]
     )
@@ -133,7 +135,9 @@ def demo(
     if json_out:
         print_json(summary)
     else:
-        out.print(f"[bold {'green' if ok else 'red'}]{'all checks passed' if ok else 'CHECKS FAILED'}[/] in {summary['elapsed_s']}s")
+        out.print(
+            f"[bold {'green' if ok else 'red'}]{'all checks passed' if ok else 'CHECKS FAILED'}[/] in {summary['elapsed_s']}s"
+        )
     if not ok:
         raise typer.Exit(int(ExitCode.CHECK_FAILED))
 
@@ -142,14 +146,18 @@ def _run_jobs(net: LocalNetwork, home: Path, out: Console, timeout: float) -> di
     client_wallet = Wallet.create()
     with Client(net.url, client_wallet) as client:
         start_balance = client.faucet(FUNDING).available
-        out.print(f"• client {client_wallet.address} funded with {format_duck(start_balance)} (dev faucet)")
+        out.print(
+            f"• client {client_wallet.address} funded with {format_duck(start_balance)} (dev faucet)"
+        )
         specs = write_datasets(home / "data")
         submitted: list[tuple[DemoJob, JobPublic]] = []
         for spec in specs:
             job = client.submit(spec.kind, data=spec.file, params=spec.params, max_price=MAX_PRICE)
-            out.print(f"• submitted {job.id} {spec.kind} on {spec.file.name}: {job.units} units, escrow {format_duck(job.escrowed)}")
+            out.print(
+                f"• submitted {job.id} {spec.kind} on {spec.file.name}: {job.units} units, escrow {format_duck(job.escrowed)}"
+            )
             submitted.append((spec, job))
-        rows = []
+        rows: list[dict[str, Any]] = []
         for spec, job in submitted:
             done = client.wait(job.id, timeout=timeout, poll=0.25)
             ok, note = False, done.error or done.state.value
@@ -165,16 +173,32 @@ def _run_jobs(net: LocalNetwork, home: Path, out: Console, timeout: float) -> di
     paid = sum(r["paid"] for r in rows)
     conserved = check.total == 0 and spent == paid and end.in_escrow == 0
     _print_table(out, rows)
-    out.print(f"• client paid {format_duck(paid)} (fees {format_duck(sum(r['fee'] for r in rows))}); rest refunded from escrow")
-    out.print(f"• ledger: {check.transactions} transactions, hash chain {'ok' if check.ok else 'BROKEN'}, sum of all accounts {check.total}")
-    return {"jobs": rows, "ledger_verified": check.ok, "conserved": conserved, "client_spent": spent}
+    out.print(
+        f"• client paid {format_duck(paid)} (fees {format_duck(sum(r['fee'] for r in rows))}); rest refunded from escrow"
+    )
+    out.print(
+        f"• ledger: {check.transactions} transactions, hash chain {'ok' if check.ok else 'BROKEN'}, sum of all accounts {check.total}"
+    )
+    return {
+        "jobs": rows,
+        "ledger_verified": check.ok,
+        "conserved": conserved,
+        "client_spent": spent,
+    }
 
 
 def _print_table(out: Console, rows: list[dict[str, Any]]) -> None:
     table = Table("job", "kind", "state", "paid", "node", "check")
     for r in rows:
         mark = "[green]✓[/]" if r["result_ok"] else "[red]✗[/]"
-        table.add_row(r["id"], r["kind"], r["state"], format_duck(r["paid"]), (r["node"] or "-")[:10] + "…", f"{mark} {r['check']}")
+        table.add_row(
+            r["id"],
+            r["kind"],
+            r["state"],
+            format_duck(r["paid"]),
+            (r["node"] or "-")[:10] + "…",
+            f"{mark} {r['check']}",
+        )
     out.print(table)
 
 

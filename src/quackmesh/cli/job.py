@@ -11,7 +11,16 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.table import Table
 
-from quackmesh.cli.common import DEFAULT_COORDINATOR, console, die, handle_errors, load_wallet, parse_amount, parse_param, print_json
+from quackmesh.cli.common import (
+    DEFAULT_COORDINATOR,
+    console,
+    die,
+    handle_errors,
+    load_wallet,
+    parse_amount,
+    parse_param,
+    print_json,
+)
 from quackmesh.cli.exit_codes import ExitCode
 from quackmesh.core.money import format_duck
 from quackmesh.core.schemas import JobPublic, JobState
@@ -20,7 +29,9 @@ from quackmesh.sdk import Client
 app = typer.Typer(help="Submit and follow jobs.", no_args_is_help=True)
 
 WalletOpt = Annotated[Path | None, typer.Option("--wallet", "-w", help="keystore file")]
-CoordOpt = Annotated[str, typer.Option("--coordinator", "-c", help="coordinator URL [env QUACKMESH_COORDINATOR]")]
+CoordOpt = Annotated[
+    str, typer.Option("--coordinator", "-c", help="coordinator URL [env QUACKMESH_COORDINATOR]")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 TERMINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 
@@ -56,9 +67,14 @@ def _summary(job: JobPublic) -> None:
     table.add_row("paid", f"{format_duck(job.paid)} (fee {format_duck(job.fee)})")
     table.add_row("refunded", format_duck(job.refunded))
     for task in job.tasks:
-        table.add_row("task", f"{task.id} {task.state.value} node={task.node or '-'} attempts={task.attempts}")
+        table.add_row(
+            "task", f"{task.id} {task.state.value} node={task.node or '-'} attempts={task.attempts}"
+        )
         for failure in task.failures:
-            table.add_row("", f"[red]failed on {failure.node[:10]}…: {failure.reason}[/] {failure.detail[:120]}")
+            table.add_row(
+                "",
+                f"[red]failed on {failure.node[:10]}…: {failure.reason}[/] {failure.detail[:120]}",
+            )
     if job.error:
         table.add_row("error", f"[red]{job.error}[/]")
     console.print(table)
@@ -68,13 +84,22 @@ def _summary(job: JobPublic) -> None:
 @handle_errors
 def submit(
     kind: Annotated[str, typer.Argument(help="workload kind, e.g. ml.kmeans")],
-    data: Annotated[Path, typer.Option("--data", "-d", exists=True, dir_okay=False, help="CSV, NPZ or Parquet file")],
+    data: Annotated[
+        Path,
+        typer.Option("--data", "-d", exists=True, dir_okay=False, help="CSV, NPZ or Parquet file"),
+    ],
     max_price: Annotated[str, typer.Option("--max-price", help="max DUCK per compute unit")],
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="k=v (repeatable; JSON values)")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="k=v (repeatable; JSON values)")
+    ] = None,
     max_attempts: Annotated[int, typer.Option(help="tries before the job fails")] = 3,
-    timeout_s: Annotated[float, typer.Option("--task-timeout", help="wall-clock limit per task (s)")] = 600.0,
+    timeout_s: Annotated[
+        float, typer.Option("--task-timeout", help="wall-clock limit per task (s)")
+    ] = 600.0,
     follow_: Annotated[bool, typer.Option("--follow", "-f", help="wait and show progress")] = False,
-    timeout: Annotated[float, typer.Option(help="with --follow: give up after this many seconds")] = 900.0,
+    timeout: Annotated[
+        float, typer.Option(help="with --follow: give up after this many seconds")
+    ] = 900.0,
     wallet: WalletOpt = None,
     coordinator: CoordOpt = DEFAULT_COORDINATOR,
     json_out: JsonOpt = False,
@@ -83,9 +108,18 @@ def submit(
     params = dict(parse_param(p) for p in (param or []))
     price = parse_amount(max_price, "--max-price")
     with Client(coordinator, load_wallet(wallet)) as client:
-        job = client.submit(kind, data=data, params=params, max_price=price, max_attempts=max_attempts, timeout_s=timeout_s)
+        job = client.submit(
+            kind,
+            data=data,
+            params=params,
+            max_price=price,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+        )
         if not json_out:
-            console.print(f"submitted {job.id} ({job.units} units, escrowed {format_duck(job.escrowed)})")
+            console.print(
+                f"submitted {job.id} ({job.units} units, escrowed {format_duck(job.escrowed)})"
+            )
         if follow_:
             job = follow(client, job.id, timeout=timeout)
     if json_out:
@@ -98,7 +132,12 @@ def submit(
 
 @app.command()
 @handle_errors
-def status(job_id: str, wallet: WalletOpt = None, coordinator: CoordOpt = DEFAULT_COORDINATOR, json_out: JsonOpt = False) -> None:
+def status(
+    job_id: str,
+    wallet: WalletOpt = None,
+    coordinator: CoordOpt = DEFAULT_COORDINATOR,
+    json_out: JsonOpt = False,
+) -> None:
     """Show a job, its tasks and its payment."""
     with Client(coordinator, load_wallet(wallet)) as client:
         job = client.status(job_id)
@@ -112,7 +151,9 @@ def status(job_id: str, wallet: WalletOpt = None, coordinator: CoordOpt = DEFAUL
 @handle_errors
 def result(
     job_id: str,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the result JSON here")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write the result JSON here")
+    ] = None,
     wallet: WalletOpt = None,
     coordinator: CoordOpt = DEFAULT_COORDINATOR,
 ) -> None:
@@ -130,7 +171,9 @@ def result(
 
 @app.command()
 @handle_errors
-def cancel(job_id: str, wallet: WalletOpt = None, coordinator: CoordOpt = DEFAULT_COORDINATOR) -> None:
+def cancel(
+    job_id: str, wallet: WalletOpt = None, coordinator: CoordOpt = DEFAULT_COORDINATOR
+) -> None:
     """Cancel a queued or running job; its escrow is refunded."""
     with Client(coordinator, load_wallet(wallet)) as client:
         job = client.cancel(job_id)
@@ -154,5 +197,12 @@ def list_(
         return
     table = Table("id", "kind", "state", "units", "paid", "created")
     for j in jobs:
-        table.add_row(j.id, j.kind, j.state.value, str(j.units), format_duck(j.paid), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.created_at)))
+        table.add_row(
+            j.id,
+            j.kind,
+            j.state.value,
+            str(j.units),
+            format_duck(j.paid),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.created_at)),
+        )
     console.print(table)

@@ -15,16 +15,34 @@ from quackmesh.cli.exit_codes import ExitCode
 from quackmesh.coordinator.db.engine import make_engine, make_session_factory
 from quackmesh.coordinator.settings import Settings
 from quackmesh.core.wallet import Wallet
-from quackmesh.ledger import LedgerCheck, PostedTx, SqlLedger, audit_chain, read_jsonl, write_csv, write_jsonl
+from quackmesh.ledger import (
+    LedgerCheck,
+    PostedTx,
+    SqlLedger,
+    audit_chain,
+    read_jsonl,
+    write_csv,
+    write_jsonl,
+)
 from quackmesh.sdk import Client
 
 app = typer.Typer(help="Audit and export the DUCK ledger.", no_args_is_help=True)
 
 CoordOpt = Annotated[
     str | None,
-    typer.Option("--coordinator", "-c", help="audit a remote coordinator's public journal instead of the local database"),
+    typer.Option(
+        "--coordinator",
+        "-c",
+        help="audit a remote coordinator's public journal instead of the local database",
+    ),
 ]
-DbOpt = Annotated[str | None, typer.Option("--database-url", help="local database [default: QUACKMESH_DATABASE_URL or SQLite in QUACKMESH_HOME]")]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="local database [default: QUACKMESH_DATABASE_URL or SQLite in QUACKMESH_HOME]",
+    ),
+]
 PAGE = 5000
 
 
@@ -43,13 +61,20 @@ def _remote_journal(url: str) -> Iterator[PostedTx]:
 def _local_url(database_url: str | None) -> str:
     url = database_url or Settings().resolved_database_url()
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        die(f"no coordinator database at {url}; pass --database-url or --coordinator", ExitCode.USAGE)
+        die(
+            f"no coordinator database at {url}; pass --database-url or --coordinator",
+            ExitCode.USAGE,
+        )
     return url
 
 
 @app.command()
 @handle_errors
-def verify(coordinator: CoordOpt = None, database_url: DbOpt = None, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def verify(
+    coordinator: CoordOpt = None,
+    database_url: DbOpt = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Re-hash the journal chain and check that every account sums to zero."""
     if coordinator:
         check: LedgerCheck = audit_chain(_remote_journal(coordinator))
@@ -59,9 +84,19 @@ def verify(coordinator: CoordOpt = None, database_url: DbOpt = None, json_out: A
             check = SqlLedger().verify(session)
         engine.dispose()
     if json_out:
-        print_json({"ok": check.ok, "transactions": check.transactions, "head": check.head, "total": check.total, "problems": list(check.problems)})
+        print_json(
+            {
+                "ok": check.ok,
+                "transactions": check.transactions,
+                "head": check.head,
+                "total": check.total,
+                "problems": list(check.problems),
+            }
+        )
     elif check.ok:
-        console.print(f"[green]ledger ok[/]: {check.transactions} transactions, sum {check.total}, head {check.head[:16]}…")
+        console.print(
+            f"[green]ledger ok[/]: {check.transactions} transactions, sum {check.total}, head {check.head[:16]}…"
+        )
     else:
         for problem in check.problems:
             console.print(f"[red]problem:[/] {problem}", highlight=False)
@@ -72,8 +107,15 @@ def verify(coordinator: CoordOpt = None, database_url: DbOpt = None, json_out: A
 @app.command()
 @handle_errors
 def export(
-    fmt: Annotated[Literal["csv", "jsonl"], typer.Option("--format", "-f", help="csv (one row per entry) or jsonl (one transaction per line)")] = "jsonl",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="file [default: stdout]")] = None,
+    fmt: Annotated[
+        Literal["csv", "jsonl"],
+        typer.Option(
+            "--format", "-f", help="csv (one row per entry) or jsonl (one transaction per line)"
+        ),
+    ] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="file [default: stdout]")
+    ] = None,
     coordinator: CoordOpt = None,
     database_url: DbOpt = None,
 ) -> None:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import uvicorn
@@ -49,7 +48,12 @@ class LocalNetwork:
     def server_config(self) -> uvicorn.Config:
         app = create_app(self.settings)
         return uvicorn.Config(
-            app, host=self.host, port=self.port, log_level="warning", access_log=False, lifespan="on"
+            app,
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
         )
 
     def start_coordinator_thread(self, timeout: float = 30.0) -> None:
@@ -70,12 +74,18 @@ class LocalNetwork:
             time.sleep(0.1)
         raise TimeoutError(f"coordinator at {self.url} did not answer within {timeout}s")
 
-    def start_nodes(self, count: int, *, price: int, slots: int = 1, heartbeat_s: float = 2.0) -> None:
+    def start_nodes(
+        self, count: int, *, price: int, slots: int = 1, heartbeat_s: float = 2.0
+    ) -> None:
         """Start ``count`` node subprocesses, each with a fresh wallet in home/nodes/."""
         wallet_dir = self.settings.home / "nodes"
         logs = self.settings.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "QUACKMESH_WALLET_PASSWORD": self._password, "QUACKMESH_HOME": str(self.settings.home)}
+        env = {
+            **os.environ,
+            "QUACKMESH_WALLET_PASSWORD": self._password,
+            "QUACKMESH_HOME": str(self.settings.home),
+        }
         start = len(self.nodes)
         for i in range(start, start + count):
             wallet = Wallet.create()
@@ -103,7 +113,9 @@ class LocalNetwork:
                 return online
             dead = [p.args for p in self.nodes if p.poll() is not None]
             if dead:
-                raise RuntimeError(f"a node process exited early; see {self.settings.home / 'logs'}")
+                raise RuntimeError(
+                    f"a node process exited early; see {self.settings.home / 'logs'}"
+                )
             time.sleep(0.2)
         return online
 

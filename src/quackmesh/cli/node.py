@@ -12,7 +12,13 @@ from typing import Annotated
 
 import typer
 
-from quackmesh.cli.common import DEFAULT_COORDINATOR, console, handle_errors, load_wallet, parse_amount
+from quackmesh.cli.common import (
+    DEFAULT_COORDINATOR,
+    console,
+    handle_errors,
+    load_wallet,
+    parse_amount,
+)
 from quackmesh.node.agent import NodeAgent, NodeConfig
 
 app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
@@ -21,14 +27,22 @@ app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
 @app.command()
 @handle_errors
 def start(
-    coordinator: Annotated[str, typer.Option("--coordinator", "-c", help="coordinator URL")] = DEFAULT_COORDINATOR,
-    wallet: Annotated[Path | None, typer.Option("--wallet", "-w", help="the node's keystore file")] = None,
+    coordinator: Annotated[
+        str, typer.Option("--coordinator", "-c", help="coordinator URL")
+    ] = DEFAULT_COORDINATOR,
+    wallet: Annotated[
+        Path | None, typer.Option("--wallet", "-w", help="the node's keystore file")
+    ] = None,
     price: Annotated[str, typer.Option(help="DUCK asked per compute unit")] = "0.01",
     slots: Annotated[int, typer.Option(min=1, max=256, help="tasks run at once [default: 1]")] = 1,
     name: Annotated[str | None, typer.Option(help="display name [default: host name]")] = None,
     heartbeat: Annotated[float, typer.Option(help="seconds between heartbeats")] = 5.0,
-    drain_timeout: Annotated[float, typer.Option(help="on Ctrl-C, wait this long for running tasks")] = 300.0,
-    isolate_network: Annotated[bool, typer.Option(help="run tasks without network (root + unshare)")] = False,
+    drain_timeout: Annotated[
+        float, typer.Option(help="on Ctrl-C, wait this long for running tasks")
+    ] = 300.0,
+    isolate_network: Annotated[
+        bool, typer.Option(help="run tasks without network (root + unshare)")
+    ] = False,
 ) -> None:
     """Join a coordinator: register, heartbeat, lease tasks and run them sandboxed.
 
@@ -44,7 +58,9 @@ def start(
         drain_timeout_s=drain_timeout,
         isolate_network=isolate_network,
     )
-    agent = NodeAgent(config, load_wallet(wallet), on_event=lambda msg: console.print(msg, highlight=False))
+    agent = NodeAgent(
+        config, load_wallet(wallet), on_event=lambda msg: console.print(msg, highlight=False)
+    )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if agent.drain.is_set():

@@ -14,16 +14,24 @@ from quackmesh.coordinator import Settings
 
 def up(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8787,
-    host: Annotated[str, typer.Option(help="address to bind (0.0.0.0 for other machines)")] = "127.0.0.1",
-    demo_nodes: Annotated[int, typer.Option(min=0, max=64, help="local provider nodes to start")] = 0,
-    dev: Annotated[bool, typer.Option("--dev/--no-dev", help="development mode (faucet on)")] = True,
+    host: Annotated[
+        str, typer.Option(help="address to bind (0.0.0.0 for other machines)")
+    ] = "127.0.0.1",
+    demo_nodes: Annotated[
+        int, typer.Option(min=0, max=64, help="local provider nodes to start")
+    ] = 0,
+    dev: Annotated[
+        bool, typer.Option("--dev/--no-dev", help="development mode (faucet on)")
+    ] = True,
 ) -> None:
     """Start the coordinator (SQLite + local blobs in QUACKMESH_HOME) until Ctrl-C."""
     settings = Settings(dev_mode=dev)
     net = LocalNetwork(settings, host=host, port=port)
     console.print(f"QuackMesh coordinator on {net.url}  (API docs {net.url}/docs)")
     console.print(f"  home: {settings.home}   database: {settings.resolved_database_url()}")
-    console.print(f"  join a node: quackmesh node start --coordinator {net.url} --wallet WALLET.json")
+    console.print(
+        f"  join a node: quackmesh node start --coordinator {net.url} --wallet WALLET.json"
+    )
 
     def start_nodes() -> None:
         if demo_nodes:

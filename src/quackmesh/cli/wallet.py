@@ -24,17 +24,28 @@ from quackmesh.core.money import format_duck
 from quackmesh.core.wallet import Wallet
 from quackmesh.sdk import Client
 
-app = typer.Typer(help="Create and inspect wallets (encrypted Ethereum keystore files).", no_args_is_help=True)
+app = typer.Typer(
+    help="Create and inspect wallets (encrypted Ethereum keystore files).", no_args_is_help=True
+)
 
-WalletOpt = Annotated[Path | None, typer.Option("--wallet", "-w", help="keystore file [default: $QUACKMESH_HOME/wallets/default.json]")]
-CoordOpt = Annotated[str, typer.Option("--coordinator", "-c", help="coordinator URL [env QUACKMESH_COORDINATOR]")]
+WalletOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--wallet", "-w", help="keystore file [default: $QUACKMESH_HOME/wallets/default.json]"
+    ),
+]
+CoordOpt = Annotated[
+    str, typer.Option("--coordinator", "-c", help="coordinator URL [env QUACKMESH_COORDINATOR]")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 @app.command()
 @handle_errors
 def new(
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="where to write the keystore")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="where to write the keystore")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a new key and save it as an encrypted keystore (mode 0600)."""
@@ -68,14 +79,18 @@ def show(wallet: WalletOpt = None, json_out: JsonOpt = False) -> None:
 
 @app.command()
 @handle_errors
-def balance(wallet: WalletOpt = None, coordinator: CoordOpt = DEFAULT_COORDINATOR, json_out: JsonOpt = False) -> None:
+def balance(
+    wallet: WalletOpt = None, coordinator: CoordOpt = DEFAULT_COORDINATOR, json_out: JsonOpt = False
+) -> None:
     """Show the wallet's DUCK balance on the coordinator's ledger."""
     with Client(coordinator, load_wallet(wallet)) as client:
         bal = client.balance()
     if json_out:
         print_json(bal.model_dump())
     else:
-        console.print(f"{bal.address}: {format_duck(bal.available)} available, {format_duck(bal.in_escrow)} in escrow")
+        console.print(
+            f"{bal.address}: {format_duck(bal.available)} available, {format_duck(bal.in_escrow)} in escrow"
+        )
 
 
 @app.command()

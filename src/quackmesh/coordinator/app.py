@@ -54,8 +54,12 @@ def build_runtime(settings: Settings) -> Runtime:
         secret=settings.resolved_secret(),
         nonces=NonceCache(ttl=2 * settings.auth_window_s),
         liveness=Liveness(),
-        submit_limiter=RateLimiter(rate=settings.rate_submit_per_s, burst=settings.rate_submit_burst, name="submit"),
-        read_limiter=RateLimiter(rate=settings.rate_read_per_s, burst=settings.rate_read_burst, name="read"),
+        submit_limiter=RateLimiter(
+            rate=settings.rate_submit_per_s, burst=settings.rate_submit_burst, name="submit"
+        ),
+        read_limiter=RateLimiter(
+            rate=settings.rate_read_per_s, burst=settings.rate_read_burst, name="read"
+        ),
     )
 
 
@@ -71,7 +75,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         rt.stop.clear()
         sweeper = Sweeper(rt)
         sweeper.start()
-        log.info("coordinator started", extra={"database": rt.engine.url.get_backend_name(), "dev_mode": settings.dev_mode})
+        log.info(
+            "coordinator started",
+            extra={"database": rt.engine.url.get_backend_name(), "dev_mode": settings.dev_mode},
+        )
         try:
             yield
         finally:
@@ -111,7 +118,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         blob_tmp = rt.blobs.root / "tmp"
         checks["blobs"] = "ok" if blob_tmp.is_dir() else "missing"
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     def metrics(rt: RuntimeDep) -> Response:
@@ -119,12 +129,21 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     @app.get("/v1/events", tags=["events"])
     def events(
-        rt: RuntimeDep, after: int = Query(default=0, ge=0), limit: int = Query(default=200, ge=1, le=1000)
+        rt: RuntimeDep,
+        after: int = Query(default=0, ge=0),
+        limit: int = Query(default=200, ge=1, le=1000),
     ) -> list[dict[str, Any]]:
         """Public state changes after event id ``after`` (node and job lifecycle)."""
         with rt.sessions() as session:
             return [
-                {"id": e.id, "type": e.type, "at": e.at, "job_id": e.job_id, "node": e.node, "data": e.data}
+                {
+                    "id": e.id,
+                    "type": e.type,
+                    "at": e.at,
+                    "job_id": e.job_id,
+                    "node": e.node,
+                    "data": e.data,
+                }
                 for e in list_events(session, after=after, limit=limit)
             ]
 

@@ -14,7 +14,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["JsonFormatter", "Metrics", "RequestContextMiddleware", "configure_logging", "request_id"]
+__all__ = [
+    "JsonFormatter",
+    "Metrics",
+    "RequestContextMiddleware",
+    "configure_logging",
+    "request_id",
+]
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _RID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -26,7 +26,9 @@ def sweep_once(rt: Runtime, *, now: float | None = None) -> int:
     with rt.sessions.begin() as session:
         flush_beats(session, rt.liveness, beats, rt.settings.lease_s)
     with rt.sessions.begin() as session:
-        offline = mark_silent_offline(session, rt.liveness, now=t, offline_after=rt.settings.offline_after_s)
+        offline = mark_silent_offline(
+            session, rt.liveness, now=t, offline_after=rt.settings.offline_after_s
+        )
         requeued = expire_leases(rt, session, now=t, offline_nodes=offline)
         online = session.scalar(
             select(func.count()).select_from(Node).where(Node.status == NodeStatus.ONLINE.value)

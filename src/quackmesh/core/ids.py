@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 __all__ = ["ADDRESS_RE", "SHA256_RE", "new_id", "normalize_address"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 DECIMALS = 6
-UNIT = 10**DECIMALS  # micro-DUCK per DUCK
+UNIT = 1_000_000  # micro-DUCK per DUCK (10**DECIMALS)
 SYMBOL = "DUCK"
 
 __all__ = ["DECIMALS", "SYMBOL", "UNIT", "format_duck", "parse_duck"]

@@ -155,7 +155,9 @@ class NodeAgent:
         with self._lock:
             count = len(self._running)
         if count:
-            self._emit(f"draining: waiting for {count} running task(s); press Ctrl-C again to release them")
+            self._emit(
+                f"draining: waiting for {count} running task(s); press Ctrl-C again to release them"
+            )
         while self._free_slots() < self.config.slots:
             if self.abort.is_set() or time.monotonic() > deadline:
                 with self._lock:
@@ -168,7 +170,9 @@ class NodeAgent:
     # --- tasks -----------------------------------------------------------------------
     def _start(self, lease: TaskLease) -> None:
         item = _Running(lease=lease)
-        item.thread = threading.Thread(target=self._work, args=(item,), name=lease.task_id, daemon=True)
+        item.thread = threading.Thread(
+            target=self._work, args=(item,), name=lease.task_id, daemon=True
+        )
         with self._lock:
             self._running[lease.task_id] = item
         self._emit(f"leased {lease.task_id} ({lease.kind}, job {lease.job_id})")
@@ -194,14 +198,18 @@ class NodeAgent:
             with self._lock:
                 self._running.pop(lease.task_id, None)
 
-    def _execute(self, lease: TaskLease, taskdir: Path, cancel: threading.Event) -> SandboxOutcome | None:
+    def _execute(
+        self, lease: TaskLease, taskdir: Path, cancel: threading.Event
+    ) -> SandboxOutcome | None:
         inputs_dir = taskdir / "inputs"
         inputs_dir.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
         started = time.monotonic()
         for ref in lease.inputs:
             try:
-                paths[ref.name] = self.client.download(ref.url, inputs_dir / ref.name, sha256=ref.sha256)
+                paths[ref.name] = self.client.download(
+                    ref.url, inputs_dir / ref.name, sha256=ref.sha256
+                )
             except (ValueError, QuackMeshError, httpx.HTTPError) as exc:
                 report = TaskReport(
                     lease_id=lease.lease_id,
@@ -229,7 +237,10 @@ class NodeAgent:
         if outcome.ok and outcome.output_path is not None:
             blob = self.client.upload(outcome.output_path)
             report = TaskReport(
-                lease_id=lease.lease_id, outcome="succeeded", output_sha256=blob.sha256, elapsed_s=outcome.elapsed_s
+                lease_id=lease.lease_id,
+                outcome="succeeded",
+                output_sha256=blob.sha256,
+                elapsed_s=outcome.elapsed_s,
             )
         else:
             report = TaskReport(
@@ -243,7 +254,9 @@ class NodeAgent:
         if report.outcome == "succeeded":
             self.completed += 1
             self.earned += result.paid
-            self._emit(f"{lease.task_id}: done in {outcome.elapsed_s:.2f}s, paid {format_duck(result.paid)}")
+            self._emit(
+                f"{lease.task_id}: done in {outcome.elapsed_s:.2f}s, paid {format_duck(result.paid)}"
+            )
         else:
             self._emit(f"{lease.task_id}: failed ({report.failure_reason}): {report.detail[:200]}")
 
@@ -260,7 +273,9 @@ class NodeAgent:
             with self._lock:
                 running = list(self._running)
             body = HeartbeatCreate(
-                running=running, free_slots=max(0, self.config.slots - len(running)), draining=self.drain.is_set()
+                running=running,
+                free_slots=max(0, self.config.slots - len(running)),
+                draining=self.drain.is_set(),
             )
             try:
                 reply = self.client.heartbeat(body)
@@ -268,7 +283,9 @@ class NodeAgent:
                     with self._lock:
                         item = self._running.get(task_id)
                     if item is not None:
-                        self._emit(f"{task_id}: coordinator cancelled it (lease lost or job cancelled)")
+                        self._emit(
+                            f"{task_id}: coordinator cancelled it (lease lost or job cancelled)"
+                        )
                         item.cancel.set()
             except NodeNotFound:
                 self._safe_reregister()

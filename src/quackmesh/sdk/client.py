@@ -52,7 +52,6 @@ __all__ = ["AsyncClient", "Client", "HttpError", "SignedAuth"]
 
 M = TypeVar("M", bound=BaseModel)
 TERMINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
-_RETRIES_429 = 3
 
 
 class HttpError(QuackMeshError):
@@ -89,7 +88,9 @@ def raise_for_problem(response: httpx.Response) -> None:
         body = None
     if isinstance(body, dict) and isinstance(body.get("code"), str):
         cls = error_class_for_code(body["code"])
-        context = {k: v for k, v in body.items() if k not in {"type", "title", "status", "code", "detail"}}
+        context = {
+            k: v for k, v in body.items() if k not in {"type", "title", "status", "code", "detail"}
+        }
         detail = str(body.get("detail") or body.get("title") or response.reason_phrase)
         if cls is RateLimited:
             retry = int(response.headers.get("retry-after", context.pop("retry_after", 1)))
@@ -98,7 +99,9 @@ def raise_for_problem(response: httpx.Response) -> None:
         if cls is QuackMeshError:
             raise HttpError(detail, status=response.status_code, **context)
         raise cls(detail, **context)
-    raise HttpError(f"HTTP {response.status_code}: {response.text[:200]}", status=response.status_code)
+    raise HttpError(
+        f"HTTP {response.status_code}: {response.text[:200]}", status=response.status_code
+    )
 
 
 @dataclass(frozen=True)
@@ -162,8 +165,11 @@ class Client:
         *,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
+        max_retries: int = 3,
     ) -> None:
+        """``max_retries``: how often a 429 is retried after its ``Retry-After`` wait."""
         self.wallet = wallet
+        self.max_retries = max_retries
         self.address = wallet.address
         self._http = httpx.Client(
             base_url=coordinator, auth=SignedAuth(wallet), transport=transport, timeout=timeout
@@ -179,7 +185,7 @@ class Client:
         self.close()
 
     def _send(self, call: _Call) -> httpx.Response:
-        for attempt in range(_RETRIES_429 + 1):
+        for attempt in range(self.max_retries + 1):
             response = self._http.request(
                 call.method,
                 call.path,
@@ -187,7 +193,7 @@ class Client:
                 params=call.params,
                 timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
-            if response.status_code != 429 or attempt == _RETRIES_429:
+            if response.status_code != 429 or attempt == self.max_retries:
                 break
             time.sleep(min(30.0, float(response.headers.get("retry-after", "1"))))
         raise_for_problem(response)
@@ -276,7 +282,9 @@ class Client:
         return self._model(_Call("GET", "/v1/balance"), BalancePublic)
 
     def faucet(self, amount: int) -> BalancePublic:
-        return self._model(_Call("POST", "/v1/faucet", json=_body(FaucetCreate(amount=amount))), BalancePublic)
+        return self._model(
+            _Call("POST", "/v1/faucet", json=_body(FaucetCreate(amount=amount))), BalancePublic
+        )
 
     def ledger_check(self) -> LedgerCheckPublic:
         return self._model(_Call("GET", "/v1/ledger/check"), LedgerCheckPublic)
@@ -302,11 +310,15 @@ class Client:
         return self._model(call, LeasePublic)
 
     def report(self, task_id: str, body: TaskReport) -> TaskReportPublic:
-        return self._model(_Call("POST", f"/v1/tasks/{task_id}/report", json=_body(body)), TaskReportPublic)
+        return self._model(
+            _Call("POST", f"/v1/tasks/{task_id}/report", json=_body(body)), TaskReportPublic
+        )
 
     def release(self, task_id: str, lease_id: str) -> TaskReportPublic:
         body = ReleaseCreate(lease_id=lease_id)
-        return self._model(_Call("POST", f"/v1/tasks/{task_id}/release", json=_body(body)), TaskReportPublic)
+        return self._model(
+            _Call("POST", f"/v1/tasks/{task_id}/release", json=_body(body)), TaskReportPublic
+        )
 
     def download(self, url: str, dest: Path, *, sha256: str) -> Path:
         """Fetch a capability URL to ``dest`` and check its sha256 (ValueError if wrong)."""
@@ -322,7 +334,9 @@ class Client:
                     fh.write(chunk)
         if digest.hexdigest() != sha256:
             tmp.unlink(missing_ok=True)
-            raise ValueError(f"sha256 mismatch for {dest.name}: got {digest.hexdigest()}, expected {sha256}")
+            raise ValueError(
+                f"sha256 mismatch for {dest.name}: got {digest.hexdigest()}, expected {sha256}"
+            )
         tmp.replace(dest)
         return dest
 
@@ -337,8 +351,10 @@ class AsyncClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 30.0,
+        max_retries: int = 3,
     ) -> None:
         self.wallet = wallet
+        self.max_retries = max_retries
         self.address = wallet.address
         self._http = httpx.AsyncClient(
             base_url=coordinator, auth=SignedAuth(wallet), transport=transport, timeout=timeout
@@ -354,9 +370,11 @@ class AsyncClient:
         await self.aclose()
 
     async def _send(self, call: _Call) -> httpx.Response:
-        for attempt in range(_RETRIES_429 + 1):
-            response = await self._http.request(call.method, call.path, json=call.json, params=call.params)
-            if response.status_code != 429 or attempt == _RETRIES_429:
+        for attempt in range(self.max_retries + 1):
+            response = await self._http.request(
+                call.method, call.path, json=call.json, params=call.params
+            )
+            if response.status_code != 429 or attempt == self.max_retries:
                 break
             await asyncio.sleep(min(30.0, float(response.headers.get("retry-after", "1"))))
         raise_for_problem(response)
@@ -367,7 +385,9 @@ class AsyncClient:
 
     async def upload(self, data: Path | str | bytes) -> BlobPublic:
         content = data if isinstance(data, bytes) else Path(data).read_bytes()
-        response = await self._http.post("/v1/blobs", content=content, headers={"content-type": "application/octet-stream"})
+        response = await self._http.post(
+            "/v1/blobs", content=content, headers={"content-type": "application/octet-stream"}
+        )
         raise_for_problem(response)
         return BlobPublic.model_validate(response.json())
 

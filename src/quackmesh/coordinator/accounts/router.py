@@ -36,7 +36,9 @@ def faucet(body: FaucetCreate, signer: SubmitSigner, rt: RuntimeDep) -> BalanceP
     if not rt.settings.dev_mode:
         raise DevModeOnly("the faucet only exists in development mode (QUACKMESH_DEV_MODE=1)")
     if body.amount > rt.settings.faucet_max:
-        raise ValidationFailed(f"at most {rt.settings.faucet_max} micro-DUCK per call", field="amount")
+        raise ValidationFailed(
+            f"at most {rt.settings.faucet_max} micro-DUCK per call", field="amount"
+        )
     with rt.sessions.begin() as session:
         rt.ledger.faucet(session, address=signer, amount=body.amount)
         emit(session, "faucet.minted", address=signer, amount=body.amount)
@@ -54,7 +56,11 @@ def ledger_check(rt: RuntimeDep) -> LedgerCheckPublic:
     with rt.sessions() as session:
         check = rt.ledger.verify(session)
     return LedgerCheckPublic(
-        ok=check.ok, transactions=check.transactions, head=check.head, total=check.total, problems=list(check.problems)
+        ok=check.ok,
+        transactions=check.transactions,
+        head=check.head,
+        total=check.total,
+        problems=list(check.problems),
     )
 
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from quackmesh.coordinator.deps import ReadSigner, RuntimeDep, SubmitSigner
-from quackmesh.coordinator.jobs.service import cancel_job, get_owned_job, job_public, job_result, list_jobs, submit_job, tasks_of
+from quackmesh.coordinator.jobs.service import (
+    cancel_job,
+    get_owned_job,
+    job_public,
+    job_result,
+    list_jobs,
+    submit_job,
+    tasks_of,
+)
 from quackmesh.core.schemas import JobCreate, JobListPublic, JobPublic, JobResultPublic, JobState
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

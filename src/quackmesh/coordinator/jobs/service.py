@@ -153,7 +153,9 @@ def submit_job(rt: Runtime, session: Session, *, owner: str, body: JobCreate) ->
     rt.ledger.escrow(
         session, owner=owner, account=job_escrow_account(job.id), amount=job.escrowed, ref=job.id
     )
-    emit(session, "job.submitted", job_id=job.id, address=owner, kind=job.kind, escrowed=job.escrowed)
+    emit(
+        session, "job.submitted", job_id=job.id, address=owner, kind=job.kind, escrowed=job.escrowed
+    )
     return job
 
 
@@ -186,7 +188,9 @@ def fail_job(rt: Runtime, session: Session, job: Job, *, error: str, now: float)
     job.error = error
     job.updated_at = now
     _refund(rt, session, job)
-    emit(session, "job.failed", job_id=job.id, address=job.owner, error=error, refunded=job.refunded)
+    emit(
+        session, "job.failed", job_id=job.id, address=job.owner, error=error, refunded=job.refunded
+    )
 
 
 def cancel_job(rt: Runtime, session: Session, job: Job) -> None:
@@ -204,12 +208,23 @@ def cancel_job(rt: Runtime, session: Session, job: Job) -> None:
     emit(session, "job.cancelled", job_id=job.id, address=job.owner, refunded=job.refunded)
 
 
-def complete_task(rt: Runtime, session: Session, *, task: Task, job: Job, node: Node, output_sha256: str, now: float) -> int:
+def complete_task(
+    rt: Runtime,
+    session: Session,
+    *,
+    task: Task,
+    job: Job,
+    node: Node,
+    output_sha256: str,
+    now: float,
+) -> int:
     """Accept a task's output, pay the provider, refund the rest; returns the payment."""
     path = rt.blobs.path_for(output_sha256)
     rt.blobs.owned(session, output_sha256, node.address)
     if path.stat().st_size > rt.settings.max_result_bytes:
-        raise ValidationFailed("result is larger than the coordinator accepts", field="output_sha256")
+        raise ValidationFailed(
+            "result is larger than the coordinator accepts", field="output_sha256"
+        )
     try:
         result = json.loads(path.read_bytes())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -220,7 +235,9 @@ def complete_task(rt: Runtime, session: Session, *, task: Task, job: Job, node: 
     amount = price * job.units
     fee = amount * rt.settings.fee_bps // 10_000
     escrow = job_escrow_account(job.id)
-    rt.ledger.settle(session, escrow=escrow, provider=node.address, amount=amount, fee=fee, ref=task.id)
+    rt.ledger.settle(
+        session, escrow=escrow, provider=node.address, amount=amount, fee=fee, ref=task.id
+    )
     task.state = TaskState.SUCCEEDED.value
     task.output_sha256 = output_sha256
     task.finished_at = now
@@ -233,14 +250,33 @@ def complete_task(rt: Runtime, session: Session, *, task: Task, job: Job, node: 
     job.fee += fee
     job.updated_at = now
     emit(session, "task.succeeded", job_id=job.id, node=node.address, task_id=task.id)
-    emit(session, "payment.settled", job_id=job.id, node=node.address, address=job.owner, amount=amount, fee=fee)
+    emit(
+        session,
+        "payment.settled",
+        job_id=job.id,
+        node=node.address,
+        address=job.owner,
+        amount=amount,
+        fee=fee,
+    )
     _refund(rt, session, job)
-    emit(session, "job.succeeded", job_id=job.id, address=job.owner, paid=job.paid, refunded=job.refunded)
+    emit(
+        session,
+        "job.succeeded",
+        job_id=job.id,
+        address=job.owner,
+        paid=job.paid,
+        refunded=job.refunded,
+    )
     return amount
 
 
 def job_result(rt: Runtime, job: Job) -> JobResultPublic:
     if job.state != JobState.SUCCEEDED.value or job.result_sha256 is None:
-        raise InvalidState(f"job {job.id} has no result: it is {job.state}", job_id=job.id, state=job.state)
+        raise InvalidState(
+            f"job {job.id} has no result: it is {job.state}", job_id=job.id, state=job.state
+        )
     data = json.loads(rt.blobs.path_for(job.result_sha256).read_bytes())
-    return JobResultPublic(job_id=job.id, kind=job.kind, output_sha256=job.result_sha256, result=data)
+    return JobResultPublic(
+        job_id=job.id, kind=job.kind, output_sha256=job.result_sha256, result=data
+    )

@@ -12,7 +12,13 @@ from quackmesh.coordinator.db.models import Node
 from quackmesh.coordinator.deps import RuntimeDep, Signer
 from quackmesh.coordinator.nodes.liveness import Beat
 from quackmesh.coordinator.nodes.service import get_node, node_public, register_node
-from quackmesh.core.schemas import HeartbeatCreate, HeartbeatPublic, NodePublic, NodeRegister, NodeStatus
+from quackmesh.core.schemas import (
+    HeartbeatCreate,
+    HeartbeatPublic,
+    NodePublic,
+    NodeRegister,
+    NodeStatus,
+)
 from quackmesh.workloads import list_kinds
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
@@ -41,13 +47,17 @@ async def heartbeat(body: HeartbeatCreate, signer: Signer, rt: RuntimeDep) -> He
     if not rt.liveness.known(signer):
         await run_in_threadpool(_load_status, rt, signer)  # 404 if never registered
     now = time.time()
-    status, cancel = rt.liveness.beat(signer, Beat(at=now, running=tuple(body.running), draining=body.draining))
+    status, cancel = rt.liveness.beat(
+        signer, Beat(at=now, running=tuple(body.running), draining=body.draining)
+    )
     rt.metrics.heartbeats.inc()
     return HeartbeatPublic(server_time=now, status=status, cancel=cancel)
 
 
 @router.get("", response_model=list[NodePublic])
-def list_nodes(rt: RuntimeDep, status: NodeStatus | None = None, limit: int = 500) -> list[NodePublic]:
+def list_nodes(
+    rt: RuntimeDep, status: NodeStatus | None = None, limit: int = 500
+) -> list[NodePublic]:
     """Public list of nodes (the marketplace view grows from this)."""
     with rt.sessions() as session:
         stmt = select(Node).order_by(Node.registered_at).limit(max(1, min(limit, 5000)))

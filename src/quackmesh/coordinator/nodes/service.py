@@ -79,7 +79,9 @@ def get_node(session: Session, address: str) -> Node:
     return node
 
 
-def flush_beats(session: Session, liveness: Liveness, beats: dict[str, Beat], lease_s: float) -> None:
+def flush_beats(
+    session: Session, liveness: Liveness, beats: dict[str, Beat], lease_s: float
+) -> None:
     """Write the latest beat per node, extend the leases it holds, queue cancellations."""
     if not beats:
         return
@@ -113,7 +115,9 @@ def flush_beats(session: Session, liveness: Liveness, beats: dict[str, Beat], le
             liveness.put_cancel(address, [t for t in beat.running if t not in held])
 
 
-def mark_silent_offline(session: Session, liveness: Liveness, *, now: float, offline_after: float) -> list[str]:
+def mark_silent_offline(
+    session: Session, liveness: Liveness, *, now: float, offline_after: float
+) -> list[str]:
     """Nodes silent for longer than ``offline_after`` go Offline; returns their addresses."""
     silent = list(
         session.scalars(

@@ -11,9 +11,23 @@ from quackmesh.coordinator.deps import RuntimeDep, Signer
 from quackmesh.coordinator.jobs.service import complete_task
 from quackmesh.coordinator.nodes.service import get_node
 from quackmesh.coordinator.runtime import Runtime
-from quackmesh.coordinator.scheduler.service import claim_tasks, held_task, lease_public, release_task, retry_or_fail
+from quackmesh.coordinator.scheduler.service import (
+    claim_tasks,
+    held_task,
+    lease_public,
+    release_task,
+    retry_or_fail,
+)
 from quackmesh.core.errors import ValidationFailed
-from quackmesh.core.schemas import LeaseCreate, LeasePublic, ReleaseCreate, TaskLease, TaskReport, TaskReportPublic, TaskState
+from quackmesh.core.schemas import (
+    LeaseCreate,
+    LeasePublic,
+    ReleaseCreate,
+    TaskLease,
+    TaskReport,
+    TaskReportPublic,
+    TaskState,
+)
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
@@ -21,8 +35,12 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 def _claim(rt: Runtime, address: str, max_tasks: int, base_url: str) -> list[TaskLease]:
     with rt.sessions.begin() as session:
         node = get_node(session, address)
-        claimed = claim_tasks(rt, session, node=node, max_tasks=min(max_tasks, node.slots), now=time.time())
-        leases = [lease_public(rt, task=t, job=j, reader=address, base_url=base_url) for t, j in claimed]
+        claimed = claim_tasks(
+            rt, session, node=node, max_tasks=min(max_tasks, node.slots), now=time.time()
+        )
+        leases = [
+            lease_public(rt, task=t, job=j, reader=address, base_url=base_url) for t, j in claimed
+        ]
     return leases
 
 
@@ -50,13 +68,25 @@ def report(task_id: str, body: TaskReport, signer: Signer, rt: RuntimeDep) -> Ta
         paid = 0
         if body.outcome == "succeeded":
             if body.output_sha256 is None:
-                raise ValidationFailed("a succeeded report needs output_sha256", field="output_sha256")
-            paid = complete_task(rt, session, task=task, job=job, node=node, output_sha256=body.output_sha256, now=now)
+                raise ValidationFailed(
+                    "a succeeded report needs output_sha256", field="output_sha256"
+                )
+            paid = complete_task(
+                rt,
+                session,
+                task=task,
+                job=job,
+                node=node,
+                output_sha256=body.output_sha256,
+                now=now,
+            )
             rt.metrics.tasks.labels("succeeded").inc()
         else:
             reason = body.failure_reason or "crash"
             node.tasks_failed += 1
-            retry_or_fail(rt, session, task=task, job=job, reason=reason, detail=body.detail, now=now)
+            retry_or_fail(
+                rt, session, task=task, job=job, reason=reason, detail=body.detail, now=now
+            )
             rt.metrics.tasks.labels("failed").inc()
         state = TaskState(task.state)
     if state == TaskState.QUEUED:

@@ -25,12 +25,21 @@ from quackmesh.coordinator.runtime import Runtime
 from quackmesh.core.errors import InvalidState, LeaseLost, TaskNotFound
 from quackmesh.core.schemas import InputRef, JobState, NodeStatus, TaskLease, TaskLimits, TaskState
 
-__all__ = ["claim_tasks", "expire_leases", "held_task", "lease_public", "release_task", "retry_or_fail"]
+__all__ = [
+    "claim_tasks",
+    "expire_leases",
+    "held_task",
+    "lease_public",
+    "release_task",
+    "retry_or_fail",
+]
 
 SCAN_FACTOR = 4  # rows scanned per task wanted, to skip ones this node may not take
 
 
-def claim_tasks(rt: Runtime, session: Session, *, node: Node, max_tasks: int, now: float) -> list[tuple[Task, Job]]:
+def claim_tasks(
+    rt: Runtime, session: Session, *, node: Node, max_tasks: int, now: float
+) -> list[tuple[Task, Job]]:
     if node.status != NodeStatus.ONLINE.value:
         return []
     stmt = (
@@ -47,7 +56,7 @@ def claim_tasks(rt: Runtime, session: Session, *, node: Node, max_tasks: int, no
     if is_postgres(str(rt.engine.url)):
         stmt = stmt.with_for_update(skip_locked=True, of=Task)
     claimed: list[tuple[Task, Job]] = []
-    for task, job in session.execute(stmt).tuples():
+    for task, job in session.execute(stmt):
         if node.address in task.excluded_nodes:
             continue
         task.state = TaskState.LEASED.value
@@ -61,7 +70,15 @@ def claim_tasks(rt: Runtime, session: Session, *, node: Node, max_tasks: int, no
             job.state = JobState.RUNNING.value
             job.updated_at = now
             emit(session, "job.running", job_id=job.id, address=job.owner, at=now)
-        emit(session, "task.leased", job_id=job.id, node=node.address, at=now, task_id=task.id, attempt=task.attempts)
+        emit(
+            session,
+            "task.leased",
+            job_id=job.id,
+            node=node.address,
+            at=now,
+            task_id=task.id,
+            attempt=task.attempts,
+        )
         claimed.append((task, job))
         if len(claimed) >= max_tasks:
             break
@@ -96,8 +113,13 @@ def lease_public(rt: Runtime, *, task: Task, job: Job, reader: str, base_url: st
 
 def held_task(session: Session, *, task_id: str, node: str, lease_id: str) -> tuple[Task, Job]:
     """The task if ``node`` still holds lease ``lease_id`` on it, else 404/409."""
-    stmt = select(Task, Job).join(Job, Job.id == Task.job_id).where(Task.id == task_id).with_for_update()
-    row = session.execute(stmt).tuples().first()
+    stmt = (
+        select(Task, Job)
+        .join(Job, Job.id == Task.job_id)
+        .where(Task.id == task_id)
+        .with_for_update()
+    )
+    row = session.execute(stmt).first()
     if row is None:
         raise TaskNotFound(f"no task {task_id}", task_id=task_id)
     task, job = row
@@ -110,19 +132,38 @@ def held_task(session: Session, *, task_id: str, node: str, lease_id: str) -> tu
     return task, job
 
 
-def retry_or_fail(rt: Runtime, session: Session, *, task: Task, job: Job, reason: str, detail: str, now: float) -> None:
+def retry_or_fail(
+    rt: Runtime, session: Session, *, task: Task, job: Job, reason: str, detail: str, now: float
+) -> None:
     """Record a failed attempt; re-queue on another node, or fail the job when out of tries."""
     node = task.node or ""
-    task.failures = [*task.failures, {"node": node, "reason": reason, "detail": detail[:2000], "at": now}]
+    task.failures = [
+        *task.failures,
+        {"node": node, "reason": reason, "detail": detail[:2000], "at": now},
+    ]
     if node and node not in task.excluded_nodes:
         task.excluded_nodes = [*task.excluded_nodes, node]
     task.lease_id = None
     task.lease_expires_at = None
-    emit(session, "task.failed", job_id=job.id, node=node or None, at=now, task_id=task.id, reason=reason)
+    emit(
+        session,
+        "task.failed",
+        job_id=job.id,
+        node=node or None,
+        at=now,
+        task_id=task.id,
+        reason=reason,
+    )
     if task.attempts >= job.max_attempts:
         task.state = TaskState.FAILED.value
         task.finished_at = now
-        fail_job(rt, session, job, error=f"task failed {task.attempts} times; last: {reason}: {detail[:500]}", now=now)
+        fail_job(
+            rt,
+            session,
+            job,
+            error=f"task failed {task.attempts} times; last: {reason}: {detail[:500]}",
+            now=now,
+        )
         return
     task.state = TaskState.QUEUED.value
     task.node = None
@@ -157,9 +198,11 @@ def expire_leases(rt: Runtime, session: Session, *, now: float, offline_nodes: l
         .with_for_update(of=Task)
     )
     count = 0
-    for task, job in session.execute(stmt).tuples():
+    for task, job in session.execute(stmt):
         silent = task.node in offline_nodes
         reason_detail = "node went offline" if silent else "lease expired without a report"
-        retry_or_fail(rt, session, task=task, job=job, reason="lease_expired", detail=reason_detail, now=now)
+        retry_or_fail(
+            rt, session, task=task, job=job, reason="lease_expired", detail=reason_detail, now=now
+        )
         count += 1
     return count

@@ -41,7 +41,9 @@ class StagedUpload:
             os.replace(self.tmp, final)
         exists = session.get(Blob, (self.sha256, owner))
         if exists is None:
-            session.add(Blob(sha256=self.sha256, owner=owner, size=self.size, created_at=time.time()))
+            session.add(
+                Blob(sha256=self.sha256, owner=owner, size=self.size, created_at=time.time())
+            )
             try:
                 session.flush()
             except IntegrityError:
