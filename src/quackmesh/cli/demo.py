@@ -79,7 +79,7 @@ def check_result(job: DemoJob, result: dict[str, Any]) -> tuple[bool, str]:
         labels = np.asarray(result["labels"])
         nearest = np.argmin(((X[:, None, :] - centers[None, :, :]) ** 2).sum(-1), axis=1)
         inertia = float(((X - centers[labels]) ** 2).sum())
-        ok = bool((nearest == labels).all()) and np.isclose(inertia, result["inertia"], rtol=1e-6)
+        ok = bool((nearest == labels).all() and np.isclose(inertia, result["inertia"], rtol=1e-6))
         return ok, f"inertia={result['inertia']:.2f}; labels are nearest centres"
     if job.kind == "ml.pca":
         with np.load(job.file, allow_pickle=False) as npz:

@@ -75,9 +75,20 @@ class LocalNetwork:
         raise TimeoutError(f"coordinator at {self.url} did not answer within {timeout}s")
 
     def start_nodes(
-        self, count: int, *, price: int, slots: int = 1, heartbeat_s: float = 2.0
-    ) -> None:
-        """Start ``count`` node subprocesses, each with a fresh wallet in home/nodes/."""
+        self,
+        count: int,
+        *,
+        price: int,
+        slots: int = 1,
+        heartbeat_s: float = 2.0,
+        prefix: list[str] | None = None,
+        coordinator: str | None = None,
+    ) -> list[subprocess.Popen[bytes]]:
+        """Start ``count`` node subprocesses, each with a fresh wallet in home/nodes/.
+
+        ``prefix`` wraps the command (e.g. ``ip netns exec NS`` to run it on another
+        "host"); ``coordinator`` is the URL the node dials (default: this network's).
+        """
         wallet_dir = self.settings.home / "nodes"
         logs = self.settings.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -87,18 +98,22 @@ class LocalNetwork:
             "QUACKMESH_HOME": str(self.settings.home),
         }
         start = len(self.nodes)
+        started = []
         for i in range(start, start + count):
             wallet = Wallet.create()
             path = wallet.save(wallet_dir / f"node-{i}.json", self._password, kdf="pbkdf2")
             self.node_wallets.append(wallet)
             cmd = [
-                sys.executable, "-m", "quackmesh", "node", "start",
-                "--coordinator", self.url, "--wallet", str(path),
+                *(prefix or []), sys.executable, "-m", "quackmesh", "node", "start",
+                "--coordinator", coordinator or self.url, "--wallet", str(path),
                 "--price", format_duck(price, symbol=False), "--slots", str(slots),
                 "--name", f"demo-node-{i}", "--heartbeat", str(heartbeat_s),
             ]  # fmt: skip
-            log = (logs / f"node-{i}.log").open("wb")
-            self.nodes.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
+            with (logs / f"node-{i}.log").open("wb") as log:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.nodes.append(proc)
+            started.append(proc)
+        return started
 
     def online_nodes(self) -> int:
         nodes = httpx.get(f"{self.url}/v1/nodes", params={"status": "online"}, timeout=5).json()

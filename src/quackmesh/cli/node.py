@@ -63,10 +63,7 @@ def start(
     )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if agent.drain.is_set():
-            agent.abort.set()
-        else:
-            agent.drain.set()
+        agent.request_drain()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)

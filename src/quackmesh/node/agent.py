@@ -70,6 +70,7 @@ class NodeAgent:
         self.hardware = detect_hardware()
         self.drain = threading.Event()
         self.abort = threading.Event()
+        self._beat_now = threading.Event()
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
         self._emit = on_event or (lambda msg: log.info(msg))
@@ -79,6 +80,13 @@ class NodeAgent:
         self.earned = 0
 
     # --- lifecycle -----------------------------------------------------------------------
+    def request_drain(self) -> None:
+        """Stop leasing (running tasks finish); a second call releases them instead."""
+        if self.drain.is_set():
+            self.abort.set()
+        self.drain.set()
+        self._beat_now.set()  # tell the coordinator now: it ends our long-poll early
+
     def register(self) -> None:
         body = NodeRegister(
             name=self.config.name,
@@ -106,6 +114,7 @@ class NodeAgent:
             self._finish()
         finally:
             self.abort.set()
+            self._beat_now.set()
             beat.join(timeout=self.config.heartbeat_s + 5)
             self.client.close()
             if self._own_workdir:
@@ -291,7 +300,8 @@ class NodeAgent:
                 self._safe_reregister()
             except (QuackMeshError, httpx.HTTPError) as exc:
                 log.warning("heartbeat failed: %s", exc)
-            self.abort.wait(self.config.heartbeat_s)
+            self._beat_now.wait(self.config.heartbeat_s)
+            self._beat_now.clear()
 
     def _safe_reregister(self) -> None:
         try:

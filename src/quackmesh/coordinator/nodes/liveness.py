@@ -46,6 +46,8 @@ class Liveness:
         with self._lock:
             self._pending[address] = beat
             cancel = self._cancel.pop(address, [])
+            if beat.draining:  # effective at once: ends this node's long-poll early
+                self._status[address] = NodeStatus.DRAINING
             status = self._status.get(address, NodeStatus.OFFLINE)
         if status == NodeStatus.OFFLINE:
             status = NodeStatus.DRAINING if beat.draining else NodeStatus.ONLINE

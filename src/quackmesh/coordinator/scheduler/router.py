@@ -20,6 +20,7 @@ from quackmesh.coordinator.scheduler.service import (
 )
 from quackmesh.core.errors import ValidationFailed
 from quackmesh.core.schemas import (
+    NodeStatus,
     LeaseCreate,
     LeasePublic,
     ReleaseCreate,
@@ -52,7 +53,8 @@ async def lease(body: LeaseCreate, signer: Signer, rt: RuntimeDep, request: Requ
     while True:
         leases = await run_in_threadpool(_claim, rt, signer, body.max_tasks, base_url)
         remaining = deadline - time.monotonic()
-        if leases or remaining <= 0 or rt.stop.is_set():
+        draining = rt.liveness.status(signer) == NodeStatus.DRAINING
+        if leases or remaining <= 0 or rt.stop.is_set() or draining:
             return LeasePublic(tasks=leases)
         # Bounded wait: a notify wakes us early; other replicas' work is seen within 1 s.
         await rt.notifier.wait(min(remaining, 1.0))
