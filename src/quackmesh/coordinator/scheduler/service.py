@@ -98,7 +98,8 @@ def lease_public(rt: Runtime, *, task: Task, job: Job, reader: str, base_url: st
                 url=f"{base_url.rstrip('/')}/v1/blobs/{sha}?{query}",
             )
         )
-    assert task.lease_id is not None and task.lease_expires_at is not None  # set by claim
+    if task.lease_id is None or task.lease_expires_at is None:
+        raise InvalidState(f"task {task.id} is not leased", task_id=task.id)
     return TaskLease(
         task_id=task.id,
         job_id=job.id,
