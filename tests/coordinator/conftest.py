@@ -33,7 +33,13 @@ class Net:
         client.faucet(amount)
         return client
 
-    def node(self, *, price: int = 400, kinds: tuple[str, ...] = ("ml.linear_regression", "ml.kmeans", "ml.pca"), slots: int = 2) -> Client:
+    def node(
+        self,
+        *,
+        price: int = 400,
+        kinds: tuple[str, ...] = ("ml.linear_regression", "ml.kmeans", "ml.pca"),
+        slots: int = 2,
+    ) -> Client:
         client = self.client()
         client.register_node(
             NodeRegister(
@@ -73,7 +79,9 @@ def settings_factory(tmp_path: Path, db_url: str) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-def net_factory(settings_factory: Callable[..., Settings], tmp_path: Path) -> Iterator[Callable[..., Net]]:
+def net_factory(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> Iterator[Callable[..., Net]]:
     opened: list[TestClient] = []
 
     def make(**overrides: object) -> Net:

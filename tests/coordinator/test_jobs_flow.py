@@ -33,7 +33,9 @@ def succeed(node: Client, lease: TaskLease, result: dict[str, object] = LINE_RES
 
 
 def fail(node: Client, lease: TaskLease, reason: str = "crash") -> TaskState:
-    report = TaskReport(lease_id=lease.lease_id, outcome="failed", failure_reason=reason, detail="boom")  # type: ignore[arg-type]
+    report = TaskReport(
+        lease_id=lease.lease_id, outcome="failed", failure_reason=reason, detail="boom"
+    )  # type: ignore[arg-type]
     return node.report(lease.task_id, report).state
 
 
@@ -44,7 +46,9 @@ def balances(net: Net, *accounts: str) -> list[int]:
 
 def test_job_succeeds_and_money_moves_exactly(net: Net) -> None:
     client = net.funded(10_000_000)
-    job = client.submit("ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000)
+    job = client.submit(
+        "ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000
+    )
     assert job.state == JobState.QUEUED and job.units == 1 and job.escrowed == 1_000
     assert client.balance().available == 10_000_000 - 1_000
 
@@ -59,7 +63,9 @@ def test_job_succeeds_and_money_moves_exactly(net: Net) -> None:
     assert (done.paid, done.fee, done.refunded) == (400, 20, 600)  # fee is 5 % of 400
     assert client.result(job.id).result["coefficients"] == [2.0]
     assert client.balance().available == 10_000_000 - 400
-    provider, treasury, escrow = balances(net, wallet_account(node.address), TREASURY, job_escrow_account(job.id))
+    provider, treasury, escrow = balances(
+        net, wallet_account(node.address), TREASURY, job_escrow_account(job.id)
+    )
     assert (provider, treasury, escrow) == (380, 20, 0)
     check = client.ledger_check()
     assert check.ok and check.total == 0, check.problems
@@ -83,7 +89,13 @@ def test_node_only_gets_workloads_it_advertises(net: Net) -> None:
 
 def test_failed_task_is_retried_elsewhere_then_job_fails_with_full_refund(net: Net) -> None:
     client = net.funded(5_000)
-    job = client.submit("ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000, max_attempts=2)
+    job = client.submit(
+        "ml.linear_regression",
+        data=net.csv(),
+        params={"target": "y"},
+        max_price=1_000,
+        max_attempts=2,
+    )
     node_a, node_b = net.node(), net.node()
     assert fail(node_a, lease_one(node_a)) == TaskState.QUEUED
     assert node_a.lease(max_tasks=1, wait_s=0).tasks == [], "a node never retries a task it failed"
@@ -97,10 +109,14 @@ def test_failed_task_is_retried_elsewhere_then_job_fails_with_full_refund(net: N
     assert client.ledger_check().ok
 
 
-def test_expired_lease_is_requeued_and_only_the_new_holder_is_paid(net_factory: Callable[..., Net]) -> None:
+def test_expired_lease_is_requeued_and_only_the_new_holder_is_paid(
+    net_factory: Callable[..., Net],
+) -> None:
     net = net_factory(lease_s=5, offline_after_s=600)  # the lease lapses while nodes stay online
     client = net.funded()
-    job = client.submit("ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000)
+    job = client.submit(
+        "ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000
+    )
     slow, fast = net.node(), net.node()
     stale = lease_one(slow)
     assert sweep_once(net.rt, now=time.time() + net.rt.settings.lease_s + 1) == 1
@@ -114,12 +130,16 @@ def test_expired_lease_is_requeued_and_only_the_new_holder_is_paid(net_factory: 
     assert done.tasks[0].failures[0].reason == "lease_expired"
     assert balances(net, wallet_account(slow.address), wallet_account(fast.address)) == [0, 380]
     settlements = [json.loads(line) for line in client.ledger_journal().splitlines()]
-    assert sum(1 for tx in settlements if tx["kind"] == "settle" and tx["ref"] == fresh.task_id) == 1
+    assert (
+        sum(1 for tx in settlements if tx["kind"] == "settle" and tx["ref"] == fresh.task_id) == 1
+    )
 
 
 def test_silent_node_goes_offline_and_its_lease_is_requeued(net: Net) -> None:
     client = net.funded()
-    job = client.submit("ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000)
+    job = client.submit(
+        "ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000
+    )
     node = net.node()
     lease_one(node)
     sweep_once(net.rt, now=time.time() + net.rt.settings.offline_after_s + 1)
@@ -132,7 +152,9 @@ def test_heartbeat_extends_lease_and_tells_node_to_stop_cancelled_task(net: Net)
     from quackmesh.core.schemas import HeartbeatCreate
 
     client = net.funded()
-    job = client.submit("ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000)
+    job = client.submit(
+        "ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000
+    )
     node = net.node()
     lease = lease_one(node)
     time.sleep(0.05)  # so the heartbeat's clock is past the lease's start
@@ -152,7 +174,13 @@ def test_heartbeat_extends_lease_and_tells_node_to_stop_cancelled_task(net: Net)
 
 def test_release_requeues_without_counting_an_attempt(net: Net) -> None:
     client = net.funded()
-    job = client.submit("ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000, max_attempts=1)
+    job = client.submit(
+        "ml.linear_regression",
+        data=net.csv(),
+        params={"target": "y"},
+        max_price=1_000,
+        max_attempts=1,
+    )
     node = net.node()
     lease = lease_one(node)
     assert node.release(lease.task_id, lease.lease_id).state == TaskState.QUEUED
@@ -163,7 +191,9 @@ def test_release_requeues_without_counting_an_attempt(net: Net) -> None:
 
 def test_cancel_refunds_escrow_and_second_cancel_conflicts(net: Net) -> None:
     client = net.funded(3_000)
-    job = client.submit("ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000)
+    job = client.submit(
+        "ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000
+    )
     cancelled = client.cancel(job.id)
     assert cancelled.state == JobState.CANCELLED and cancelled.refunded == 1_000
     assert client.balance().available == 3_000
@@ -187,7 +217,9 @@ def test_report_by_another_node_or_wrong_lease_is_rejected(net: Net) -> None:
 
 def test_other_clients_cannot_see_a_job(net: Net) -> None:
     owner = net.funded()
-    job = owner.submit("ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000)
+    job = owner.submit(
+        "ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000
+    )
     stranger = net.client()
     with pytest.raises(JobNotFound):
         stranger.status(job.id)
@@ -202,7 +234,12 @@ def test_long_poll_wakes_when_work_arrives(net: Net) -> None:
 
     node = net.node()
     client = net.funded()
-    timer = threading.Timer(0.5, lambda: client.submit("ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000))
+    timer = threading.Timer(
+        0.5,
+        lambda: client.submit(
+            "ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000
+        ),
+    )
     timer.start()
     started = time.monotonic()
     tasks = node.lease(max_tasks=1, wait_s=10).tasks

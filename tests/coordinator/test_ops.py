@@ -27,13 +27,24 @@ def test_health_ready_metrics_and_docs(net: Net) -> None:
     assert "quackmesh_nodes_online" in metrics
     assert net.tc.get("/docs").status_code == 200
     paths = net.tc.get("/openapi.json").json()["paths"]
-    for path in ("/v1/jobs", "/v1/tasks/lease", "/v1/nodes/heartbeat", "/v1/blobs", "/v1/ledger/check"):
+    for path in (
+        "/v1/jobs",
+        "/v1/tasks/lease",
+        "/v1/nodes/heartbeat",
+        "/v1/blobs",
+        "/v1/ledger/check",
+    ):
         assert path in paths
 
 
 def test_request_id_is_echoed_or_made(net: Net) -> None:
-    assert net.tc.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
-    made = net.tc.get("/healthz", headers={"X-Request-ID": "bad id with spaces"}).headers["x-request-id"]
+    assert (
+        net.tc.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"]
+        == "abc-123"
+    )
+    made = net.tc.get("/healthz", headers={"X-Request-ID": "bad id with spaces"}).headers[
+        "x-request-id"
+    ]
     assert made and " " not in made
 
 
@@ -56,7 +67,9 @@ def test_access_log_is_json_with_request_id(net_factory) -> None:  # type: ignor
 
 def test_migrations_create_exactly_the_models(net: Net) -> None:
     with net.rt.engine.connect() as conn:
-        diffs = compare_metadata(MigrationContext.configure(conn), [Base.metadata, LedgerBase.metadata])
+        diffs = compare_metadata(
+            MigrationContext.configure(conn), [Base.metadata, LedgerBase.metadata]
+        )
     assert diffs == []
 
 
@@ -70,7 +83,9 @@ async def test_async_client_runs_in_process_against_the_asgi_app(net: Net) -> No
     transport = httpx.ASGITransport(app=net.tc.app)
     async with AsyncClient("http://testserver", net.client().wallet, transport=transport) as client:
         await client.faucet(5_000)
-        job = await client.submit("ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000)
+        job = await client.submit(
+            "ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000
+        )
         assert (await client.status(job.id)).state == JobState.QUEUED
         assert (await client.balance()).in_escrow == 1_000
         assert (await client.cancel(job.id)).state == JobState.CANCELLED

@@ -47,7 +47,9 @@ def assert_nothing_written(net: Net, client_balance: int, client, journal_before
         ("ml.linear_regression", {"target": "y"}, "\x00\x01garbage\xff", None),
     ],
 )
-def test_submit_rejects_bad_spec_or_data_without_charging(net: Net, kind: str, params: dict[str, object], data: str, field: str | None) -> None:
+def test_submit_rejects_bad_spec_or_data_without_charging(
+    net: Net, kind: str, params: dict[str, object], data: str, field: str | None
+) -> None:
     client = net.funded(1_000_000)
     before = net.journal_count()
     path = net.tmp / "data.csv"
@@ -75,14 +77,18 @@ def test_submit_with_someone_elses_blob_is_404(net: Net) -> None:
     sha = other.upload(CSV.encode()).sha256
     client = net.funded(1_000_000)
     with pytest.raises(BlobNotFound):
-        client.submit("ml.linear_regression", inputs={"data": sha}, params={"target": "y"}, max_price=1_000)
+        client.submit(
+            "ml.linear_regression", inputs={"data": sha}, params={"target": "y"}, max_price=1_000
+        )
 
 
 def test_insufficient_balance_is_402_and_writes_nothing(net: Net) -> None:
     client = net.funded(999)
     before = net.journal_count()
     with pytest.raises(InsufficientBalance):
-        client.submit("ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000)
+        client.submit(
+            "ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000
+        )
     assert_nothing_written(net, 999, client, before)
 
 
@@ -90,14 +96,21 @@ def test_wrong_input_names_are_422(net: Net) -> None:
     client = net.funded()
     sha = client.upload(CSV.encode()).sha256
     with pytest.raises(ValidationFailed, match="inputs"):
-        client.submit("ml.linear_regression", inputs={"training": sha}, params={"target": "y"}, max_price=1_000)
+        client.submit(
+            "ml.linear_regression",
+            inputs={"training": sha},
+            params={"target": "y"},
+            max_price=1_000,
+        )
 
 
 def test_malformed_body_is_422_problem_json(net: Net) -> None:
     wallet = Wallet.create()
     body = b'{"kind": "ml.kmeans", "inputs": {}, "max_price": -5}'
     headers = sign_request(wallet.private_key, method="POST", path="/v1/jobs", body=body).as_dict()
-    response = net.tc.post("/v1/jobs", content=body, headers={**headers, "content-type": "application/json"})
+    response = net.tc.post(
+        "/v1/jobs", content=body, headers={**headers, "content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()

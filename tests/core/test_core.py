@@ -19,7 +19,13 @@ from quackmesh.core.wallet import Wallet, WalletError
 
 @pytest.mark.parametrize(
     ("text", "micro"),
-    [("1", UNIT), ("1.5", 1_500_000), ("0.000001", 1), ("2 DUCK", 2 * UNIT), ("1_000", 1000 * UNIT)],
+    [
+        ("1", UNIT),
+        ("1.5", 1_500_000),
+        ("0.000001", 1),
+        ("2 DUCK", 2 * UNIT),
+        ("1_000", 1000 * UNIT),
+    ],
 )
 def test_parse_duck(text: str, micro: int) -> None:
     assert parse_duck(text) == micro
@@ -37,8 +43,23 @@ def test_format_then_parse_round_trips(micro: int) -> None:
     assert (parse_duck(text.lstrip("-")) * (-1 if micro < 0 else 1)) == micro
 
 
-def _verify(headers: dict[str, str], *, body: bytes = b"{}", path: str = "/v1/x", nonces: NonceCache | None = None, now: float | None = None) -> str:
-    return verify_request(headers, method="POST", path=path, body=body, window=60, nonces=nonces or NonceCache(120), now=now)
+def _verify(
+    headers: dict[str, str],
+    *,
+    body: bytes = b"{}",
+    path: str = "/v1/x",
+    nonces: NonceCache | None = None,
+    now: float | None = None,
+) -> str:
+    return verify_request(
+        headers,
+        method="POST",
+        path=path,
+        body=body,
+        window=60,
+        nonces=nonces or NonceCache(120),
+        now=now,
+    )
 
 
 def test_signed_request_verifies_to_its_address() -> None:
@@ -52,7 +73,12 @@ def test_signature_over_streamed_hash_equals_signature_over_body() -> None:
 
     wallet = Wallet.create()
     body = b"some file contents"
-    headers = sign_request(wallet.private_key, method="POST", path="/v1/x", body_sha256=hashlib.sha256(body).hexdigest())
+    headers = sign_request(
+        wallet.private_key,
+        method="POST",
+        path="/v1/x",
+        body_sha256=hashlib.sha256(body).hexdigest(),
+    )
     assert _verify(headers.as_dict(), body=body) == wallet.address
 
 
@@ -69,14 +95,18 @@ def test_signature_over_streamed_hash_equals_signature_over_body() -> None:
     ],
 )
 def test_bad_headers_are_rejected(mutate, error: type[Exception]) -> None:  # type: ignore[no-untyped-def]
-    headers = sign_request(Wallet.create().private_key, method="POST", path="/v1/x", body=b"{}").as_dict()
+    headers = sign_request(
+        Wallet.create().private_key, method="POST", path="/v1/x", body=b"{}"
+    ).as_dict()
     mutate(headers)
     with pytest.raises(error):
         _verify(headers)
 
 
 def test_other_method_path_or_body_breaks_the_signature() -> None:
-    headers = sign_request(Wallet.create().private_key, method="POST", path="/v1/x", body=b"{}").as_dict()
+    headers = sign_request(
+        Wallet.create().private_key, method="POST", path="/v1/x", body=b"{}"
+    ).as_dict()
     with pytest.raises(errors.BadSignature):
         _verify(headers, body=b"{ }")
     with pytest.raises(errors.BadSignature):
@@ -86,7 +116,9 @@ def test_other_method_path_or_body_breaks_the_signature() -> None:
 def test_clock_window_and_replay() -> None:
     wallet = Wallet.create()
     now = time.time()
-    old = sign_request(wallet.private_key, method="POST", path="/v1/x", body=b"{}", timestamp=int(now) - 61).as_dict()
+    old = sign_request(
+        wallet.private_key, method="POST", path="/v1/x", body=b"{}", timestamp=int(now) - 61
+    ).as_dict()
     with pytest.raises(errors.StaleRequest):
         _verify(old, now=now)
     nonces = NonceCache(120)
@@ -125,7 +157,11 @@ def test_wallet_keystore_round_trip_and_errors(tmp_path: Path) -> None:
 
 
 def test_every_error_code_is_unique_and_maps_back() -> None:
-    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.QuackMeshError)]
+    classes = [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, errors.QuackMeshError)
+    ]
     codes = [c.code for c in classes]
     assert len(codes) == len(set(codes))
     for cls in classes:
@@ -136,12 +172,28 @@ def test_every_error_code_is_unique_and_maps_back() -> None:
 
 def test_problem_body_carries_context() -> None:
     body = errors.JobNotFound("no job x", job_id="x").to_problem()
-    assert body == {"type": "/problems/job_not_found", "title": "Job not found", "status": 404, "code": "job_not_found", "detail": "no job x", "job_id": "x"}
+    assert body == {
+        "type": "/problems/job_not_found",
+        "title": "Job not found",
+        "status": 404,
+        "code": "job_not_found",
+        "detail": "no job x",
+        "job_id": "x",
+    }
 
 
 @pytest.mark.parametrize(
     "module",
-    ["quackmesh.core.errors", "quackmesh.core.signing", "quackmesh.core.money", "quackmesh.core.schemas", "quackmesh.workloads", "quackmesh.ledger", "quackmesh.sdk", "quackmesh.coordinator"],
+    [
+        "quackmesh.core.errors",
+        "quackmesh.core.signing",
+        "quackmesh.core.money",
+        "quackmesh.core.schemas",
+        "quackmesh.workloads",
+        "quackmesh.ledger",
+        "quackmesh.sdk",
+        "quackmesh.coordinator",
+    ],
 )
 def test_all_is_sorted_and_complete(module: str) -> None:
     mod = importlib.import_module(module)

@@ -56,7 +56,9 @@ def submit_kmeans(net: LocalNetwork, tmp_path: Path) -> tuple[Client, JobPublic]
     client = Client(net.url, Wallet.create())
     _open_clients.append(client)
     client.faucet(1_000_000)
-    job = client.submit("ml.kmeans", data=iris_csv(tmp_path), params={"n_clusters": 3}, max_price=PRICE)
+    job = client.submit(
+        "ml.kmeans", data=iris_csv(tmp_path), params={"n_clusters": 3}, max_price=PRICE
+    )
     return client, job
 
 
@@ -66,11 +68,15 @@ def settlements_for(client: Client, job: JobPublic) -> list[dict[str, object]]:
     return [tx for tx in txs if tx["kind"] == "settle" and tx["ref"] in task_ids]
 
 
-def test_node_killed_mid_task_loses_lease_and_task_completes_elsewhere_paid_once(localnet: LocalNetwork, tmp_path: Path) -> None:
+def test_node_killed_mid_task_loses_lease_and_task_completes_elsewhere_paid_once(
+    localnet: LocalNetwork, tmp_path: Path
+) -> None:
     (victim,) = localnet.start_nodes(1, price=PRICE, heartbeat_s=0.5)
     assert localnet.wait_nodes_online(1, timeout=60) == 1
     client, job = submit_kmeans(localnet, tmp_path)
-    wait_for(lambda: client.status(job.id).tasks[0].state == TaskState.LEASED, 60, "the first lease")
+    wait_for(
+        lambda: client.status(job.id).tasks[0].state == TaskState.LEASED, 60, "the first lease"
+    )
     victim.kill()  # SIGKILL: no drain, no release, no goodbye
     victim.wait()
     localnet.start_nodes(1, price=PRICE, heartbeat_s=0.5)
@@ -138,7 +144,9 @@ def other_host() -> Iterator[tuple[str, str, str]]:
 
 
 @pytest.mark.netns
-def test_node_on_another_host_joins_over_http_and_runs_a_job(other_host: tuple[str, str, str], tmp_path: Path) -> None:
+def test_node_on_another_host_joins_over_http_and_runs_a_job(
+    other_host: tuple[str, str, str], tmp_path: Path
+) -> None:
     ns, host_ip, _guest_ip = other_host
     net = LocalNetwork(e2e_settings(tmp_path / "home"), host=host_ip)
     net.start_coordinator_thread()
@@ -171,7 +179,11 @@ def test_demo_json_reports_every_check(tmp_path: Path) -> None:
     summary = json.loads(proc.stdout)
     assert summary["ok"] is True
     assert summary["nodes_online"] == 3 and summary["ledger_verified"] and summary["conserved"]
-    assert sorted(j["kind"] for j in summary["jobs"]) == ["ml.kmeans", "ml.linear_regression", "ml.pca"]
+    assert sorted(j["kind"] for j in summary["jobs"]) == [
+        "ml.kmeans",
+        "ml.linear_regression",
+        "ml.pca",
+    ]
     for job in summary["jobs"]:
         assert job["state"] == "succeeded" and job["result_ok"] is True and job["paid"] > 0
     assert not Path(summary["home"]).exists(), "the demo cleans up its temporary home"

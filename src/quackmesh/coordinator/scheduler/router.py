@@ -20,9 +20,9 @@ from quackmesh.coordinator.scheduler.service import (
 )
 from quackmesh.core.errors import ValidationFailed
 from quackmesh.core.schemas import (
-    NodeStatus,
     LeaseCreate,
     LeasePublic,
+    NodeStatus,
     ReleaseCreate,
     TaskLease,
     TaskReport,
