@@ -202,7 +202,9 @@ class JobCreate(_Wire):
     max_price: int = Field(gt=0, description="max micro-DUCK per compute unit")
     max_attempts: int = Field(default=3, ge=1, le=10)
     timeout_s: float = Field(default=600.0, gt=0, le=86_400)
-    memory_mb: int = Field(default=2048, ge=64, le=1_048_576)
+    # The sandboxed child imports numpy/scikit-learn/pandas: ~520 MiB of address space
+    # before any work, so less than 1 GiB cannot run a classic ML task reliably.
+    memory_mb: int = Field(default=2048, ge=1024, le=1_048_576)
 
 
 class TaskFailure(_Wire):
