@@ -16,23 +16,21 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
-from sklearn.datasets import load_diabetes, load_iris, load_wine
 
 from quackmesh.cli.common import print_json
 from quackmesh.cli.exit_codes import ExitCode
-from quackmesh.cli.localnet import LocalNetwork
-from quackmesh.coordinator import Settings
 from quackmesh.core.money import UNIT, format_duck
 from quackmesh.core.schemas import JobPublic, JobState
 from quackmesh.core.wallet import Wallet
 from quackmesh.sdk import Client
+
+if TYPE_CHECKING:
+    from quackmesh.cli.localnet import LocalNetwork
 
 NODE_PRICE = UNIT // 100  # 0.01 DUCK per compute unit
 MAX_PRICE = UNIT // 20  # the client accepts up to 0.05 DUCK per unit
@@ -48,6 +46,9 @@ class DemoJob:
 
 def write_datasets(folder: Path) -> list[DemoJob]:
     """Bundled scikit-learn data sets, one per file format."""
+    import numpy as np
+    from sklearn.datasets import load_diabetes, load_iris, load_wine
+
     folder.mkdir(parents=True, exist_ok=True)
     diabetes = load_diabetes(as_frame=True).frame
     diabetes.to_csv(folder / "diabetes.csv", index=False)
@@ -65,6 +66,9 @@ def write_datasets(folder: Path) -> list[DemoJob]:
 
 def check_result(job: DemoJob, result: dict[str, Any]) -> tuple[bool, str]:
     """Recompute independently with numpy; returns (ok, what was compared)."""
+    import numpy as np
+    import pandas as pd
+
     if job.kind == "ml.linear_regression":
         frame = pd.read_csv(job.file)
         y = frame.pop("target").to_numpy()
@@ -99,6 +103,9 @@ def demo(
     timeout: Annotated[float, typer.Option(help="seconds to wait for the jobs")] = 300.0,
 ) -> None:
     """Run the end-to-end tour on one machine and check everything (exit 0 only if all held)."""
+    from quackmesh.cli.localnet import LocalNetwork
+    from quackmesh.coordinator.settings import Settings
+
     out = Console(stderr=json_out)
     home = Path(tempfile.mkdtemp(prefix="quackmesh-demo-"))
     started = time.monotonic()

@@ -21,8 +21,6 @@ from quackmesh.cli.common import (
     parse_amount,
 )
 from quackmesh.cli.exit_codes import ExitCode
-from quackmesh.node.agent import NodeAgent, NodeConfig
-from quackmesh.node.sandbox import network_isolation_available
 
 app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
 
@@ -51,6 +49,9 @@ def start(
 
     Ctrl-C once drains (running tasks finish, no new leases); twice releases them.
     """
+    from quackmesh.node.agent import NodeAgent, NodeConfig
+    from quackmesh.node.sandbox import network_isolation_available
+
     logging.basicConfig(level=os.environ.get("QUACKMESH_LOG_LEVEL", "WARNING"))
     if isolate_network and not network_isolation_available():
         die("--isolate-network needs root and util-linux `unshare` on this machine", ExitCode.USAGE)

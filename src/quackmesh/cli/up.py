@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from quackmesh.cli.common import console
-from quackmesh.cli.localnet import LocalNetwork
-from quackmesh.coordinator import Settings
 
 
 def up(
@@ -25,6 +23,11 @@ def up(
     ] = True,
 ) -> None:
     """Start the coordinator (SQLite + local blobs in QUACKMESH_HOME) until Ctrl-C."""
+    import uvicorn
+
+    from quackmesh.cli.localnet import LocalNetwork
+    from quackmesh.coordinator.settings import Settings
+
     settings = Settings(dev_mode=dev)
     net = LocalNetwork(settings, host=host, port=port)
     console.print(f"QuackMesh coordinator on {net.url}  (API docs {net.url}/docs)")
@@ -40,10 +43,7 @@ def up(
             online = net.wait_nodes_online(demo_nodes)
             console.print(f"  {online}/{demo_nodes} demo nodes online")
 
-    server_config = net.server_config()
-    import uvicorn
-
-    server = uvicorn.Server(server_config)
+    server = uvicorn.Server(net.server_config())
     threading.Thread(target=start_nodes, daemon=True).start()
     try:
         server.run()
