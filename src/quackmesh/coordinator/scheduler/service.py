@@ -4,7 +4,9 @@ A node may lease a queued task when it is online, advertises the task's workload
 no more than the job's max price, and has not already failed that task. Tasks go first
 in, first out. On PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so several
 coordinator replicas never hand one task out twice; on SQLite ``BEGIN IMMEDIATE``
-serialises writers. A lease carries a ``lease_id``: a report is only accepted from the
+serialises writers. Lock order is always job before task (as in cancel): the scans here
+take both rows with SKIP LOCKED, so a busy job is skipped rather than waited for, and
+no two transactions can wait on each other. A lease carries a ``lease_id``: a report is only accepted from the
 holder of the current lease, so a node that lost its lease is never paid.
 """
 
@@ -54,7 +56,7 @@ def claim_tasks(
         .limit(max_tasks * SCAN_FACTOR + 8)
     )
     if is_postgres(str(rt.engine.url)):
-        stmt = stmt.with_for_update(skip_locked=True, of=Task)
+        stmt = stmt.with_for_update(skip_locked=True, of=[Task, Job])
     claimed: list[tuple[Task, Job]] = []
     for task, job in session.execute(stmt):
         if node.address in task.excluded_nodes:
@@ -114,16 +116,12 @@ def lease_public(rt: Runtime, *, task: Task, job: Job, reader: str, base_url: st
 
 def held_task(session: Session, *, task_id: str, node: str, lease_id: str) -> tuple[Task, Job]:
     """The task if ``node`` still holds lease ``lease_id`` on it, else 404/409."""
-    stmt = (
-        select(Task, Job)
-        .join(Job, Job.id == Task.job_id)
-        .where(Task.id == task_id)
-        .with_for_update()
-    )
-    row = session.execute(stmt).first()
-    if row is None:
+    job_id = session.scalar(select(Task.job_id).where(Task.id == task_id))
+    if job_id is None:
         raise TaskNotFound(f"no task {task_id}", task_id=task_id)
-    task, job = row
+    # Job first, then task: the same order as cancel, so the two never deadlock.
+    job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
+    task = session.scalars(select(Task).where(Task.id == task_id).with_for_update()).one()
     if task.state != TaskState.LEASED.value or task.node != node or task.lease_id != lease_id:
         raise LeaseLost(
             f"task {task_id} is not leased to you any more (state {task.state})",
@@ -196,7 +194,7 @@ def expire_leases(rt: Runtime, session: Session, *, now: float, offline_nodes: l
         select(Task, Job)
         .join(Job, Job.id == Task.job_id)
         .where(Task.state == TaskState.LEASED.value, cond)
-        .with_for_update(of=Task)
+        .with_for_update(skip_locked=True, of=[Task, Job])  # busy rows wait for the next sweep
     )
     count = 0
     for task, job in session.execute(stmt):
