@@ -221,3 +221,24 @@ def test_capability_url_is_scoped_to_its_reader_and_expires(net: Net) -> None:
         holder.download(expired, net.tmp / "x.csv", sha256=ref.sha256)
     with pytest.raises(ValueError, match="sha256 mismatch"):
         holder.download(ref.url, net.tmp / "y.csv", sha256="0" * 64)
+
+
+def test_unsigned_upload_is_refused_before_anything_is_stored(net: Net) -> None:
+    response = net.tc.post(
+        "/v1/blobs", content=b"x" * 1000, headers={"content-type": "application/octet-stream"}
+    )
+    assert response.status_code == 401 and response.json()["code"] == "missing_auth"
+    leftovers = [p for p in net.rt.blobs.root.rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_upload_signed_by_one_key_for_another_address_is_401(net: Net) -> None:
+    victim, attacker = Wallet.create(), Wallet.create()
+    body = b"payload"
+    headers = sign_request(
+        attacker.private_key, method="POST", path="/v1/blobs", body=body
+    ).as_dict()
+    headers["X-QuackMesh-Address"] = victim.address
+    response = net.tc.post("/v1/blobs", content=body, headers=headers)
+    assert response.status_code == 401 and response.json()["code"] == "bad_signature"
+    assert [p for p in net.rt.blobs.root.rglob("*") if p.is_file()] == []

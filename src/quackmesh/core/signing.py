@@ -42,6 +42,7 @@ __all__ = [
     "NonceCache",
     "SignedHeaders",
     "canonical_request",
+    "precheck_headers",
     "sign_request",
     "verify_request",
 ]
@@ -50,6 +51,7 @@ HEADER_ADDRESS = "X-QuackMesh-Address"
 HEADER_TIMESTAMP = "X-QuackMesh-Timestamp"
 HEADER_NONCE = "X-QuackMesh-Nonce"
 HEADER_SIGNATURE = "X-QuackMesh-Signature"
+_HEADERS = (HEADER_ADDRESS, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE)
 PREFIX = "QUACKMESH-REQUEST-V1"
 _NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
@@ -131,6 +133,31 @@ class NonceCache:
                 return False
             self._seen[key] = now
             return True
+
+
+def precheck_headers(headers: Mapping[str, str], *, window: int, now: float | None = None) -> None:
+    """Cheap checks before a streamed body is read: headers present, timestamp fresh.
+
+    The full :func:`verify_request` still runs once the body's hash is known.
+    """
+    lowered = {k.lower() for k in headers}
+    missing = [h for h in _HEADERS if h.lower() not in lowered]
+    if missing:
+        raise MissingAuth(
+            f"request is not signed: header {missing[0]!r} is missing", required=list(_HEADERS)
+        )
+    ts_text = next(v for k, v in headers.items() if k.lower() == HEADER_TIMESTAMP.lower())
+    clock = time.time() if now is None else now
+    try:
+        timestamp = int(ts_text)
+    except ValueError:
+        raise BadSignature(f"{HEADER_TIMESTAMP} must be integer unix seconds") from None
+    if abs(clock - timestamp) > window:
+        raise StaleRequest(
+            f"timestamp {timestamp} is more than {window}s from the server clock",
+            server_time=int(clock),
+            window_s=window,
+        )
 
 
 def verify_request(

@@ -13,7 +13,7 @@ from quackmesh.coordinator.events.service import emit
 from quackmesh.core.errors import BlobNotFound, Forbidden
 from quackmesh.core.ids import SHA256_RE
 from quackmesh.core.schemas import BlobPublic
-from quackmesh.core.signing import verify_request
+from quackmesh.core.signing import precheck_headers, verify_request
 
 router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
 
@@ -21,6 +21,7 @@ router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
 @router.post("", response_model=BlobPublic, status_code=201)
 async def upload_blob(request: Request, rt: RuntimeDep) -> BlobPublic:
     """Upload raw bytes (``application/octet-stream``); the signature covers their sha256."""
+    precheck_headers(request.headers, window=rt.settings.auth_window_s)  # before any disk write
     staged = await rt.blobs.stage(request.stream())
     try:
         owner = verify_request(
