@@ -24,7 +24,7 @@ def sweep_once(rt: Runtime, *, now: float | None = None) -> int:
     t = time.time() if now is None else now
     beats = rt.liveness.take_pending()
     with rt.sessions.begin() as session:
-        flush_beats(session, rt.liveness, beats, rt.settings.lease_s)
+        flush_beats(session, rt.liveness, beats, lease_s=rt.settings.lease_s, now=t)
     with rt.sessions.begin() as session:
         offline = mark_silent_offline(
             session, rt.liveness, now=t, offline_after=rt.settings.offline_after_s

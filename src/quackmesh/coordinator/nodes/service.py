@@ -80,39 +80,50 @@ def get_node(session: Session, address: str) -> Node:
 
 
 def flush_beats(
-    session: Session, liveness: Liveness, beats: dict[str, Beat], lease_s: float
+    session: Session, liveness: Liveness, beats: dict[str, Beat], *, lease_s: float, now: float
 ) -> None:
-    """Write the latest beat per node, extend the leases it holds, queue cancellations."""
+    """Write the latest beat per node, extend the leases it holds, queue cancellations.
+
+    Lock order matches ``report`` (job, task, then node): task rows first, taken with SKIP
+    LOCKED (a task being reported right now needs no extension), node rows last, sorted.
+    A few statements per flush, however many nodes beat.
+    """
     if not beats:
         return
-    nodes = {n.address: n for n in session.scalars(select(Node).where(Node.address.in_(beats)))}
-    for address, beat in beats.items():
-        node = nodes.get(address)
-        if node is None:
-            continue
-        new_status = NodeStatus.DRAINING if beat.draining else NodeStatus.ONLINE
-        if node.status != new_status:
-            emit(session, f"node.{new_status.value}", node=address, at=beat.at)
-        node.status = new_status.value
-        node.last_seen_at = max(node.last_seen_at, beat.at)
-        liveness.set_status(address, new_status)
-        if beat.running:
-            held = set(
-                session.scalars(
-                    select(Task.id).where(
-                        Task.id.in_(beat.running),
-                        Task.node == address,
-                        Task.state == TaskState.LEASED.value,
-                    )
-                )
+    running = {task_id: address for address, beat in beats.items() for task_id in beat.running}
+    if running:
+        rows = session.execute(
+            select(Task.id, Task.node, Task.state).where(Task.id.in_(running))
+        ).all()
+        held = {
+            task_id
+            for task_id, node, state in rows
+            if state == TaskState.LEASED.value and node == running[task_id]
+        }
+        lockable = select(Task.id).where(Task.id.in_(held)).with_for_update(skip_locked=True)
+        to_extend = list(session.scalars(lockable)) if held else []
+        if to_extend:
+            session.execute(
+                update(Task)
+                .where(Task.id.in_(to_extend), Task.state == TaskState.LEASED.value)
+                .values(lease_expires_at=now + lease_s)
+                .execution_options(synchronize_session=False)
             )
-            if held:
-                session.execute(
-                    update(Task)
-                    .where(Task.id.in_(held), Task.state == TaskState.LEASED.value)
-                    .values(lease_expires_at=beat.at + lease_s)
-                )
+        for address, beat in beats.items():
             liveness.put_cancel(address, [t for t in beat.running if t not in held])
+    known = dict(
+        session.execute(select(Node.address, Node.status).where(Node.address.in_(beats))).all()
+    )
+    changes = []
+    for address in sorted(known):
+        beat = beats[address]
+        status = NodeStatus.DRAINING if beat.draining else NodeStatus.ONLINE
+        if known[address] != status.value:
+            emit(session, f"node.{status.value}", node=address, at=beat.at)
+        changes.append({"address": address, "status": status.value, "last_seen_at": beat.at})
+        liveness.set_status(address, status)
+    if changes:
+        session.execute(update(Node), changes)
 
 
 def mark_silent_offline(
