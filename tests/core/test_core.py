@@ -203,3 +203,20 @@ def test_all_is_sorted_and_complete(module: str) -> None:
     assert names == sorted(names, key=key), f"{module}.__all__ is not sorted"
     for name in names:
         assert hasattr(mod, name), f"{module}.__all__ names missing {name}"
+
+
+def test_coincurve_signatures_interoperate_with_eth_account() -> None:
+    """Our EIP-191 personal_sign is what MetaMask and eth_account produce and accept."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    from quackmesh.core.signing import address_of, personal_sign, recover_address
+
+    wallet = Wallet.create()
+    text = "QUACKMESH-REQUEST-V1\nPOST\n/v1/jobs\nabc\n1\nnonce"
+    ours = personal_sign(wallet.private_key, text)
+    theirs = Account.sign_message(encode_defunct(text=text), wallet.private_key).signature
+    assert ours == bytes(theirs)
+    assert Account.recover_message(encode_defunct(text=text), signature=ours) == wallet.address
+    assert recover_address(text, bytes(theirs)) == wallet.address
+    assert address_of(wallet.private_key) == wallet.address

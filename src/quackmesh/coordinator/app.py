@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 import quackmesh
 from quackmesh.coordinator.accounts.router import router as accounts_router
-from quackmesh.coordinator.db.engine import make_engine, make_session_factory
+from quackmesh.coordinator.db.engine import is_sqlite, make_engine, make_session_factory
 from quackmesh.coordinator.db.migrate import is_at_head, upgrade
 from quackmesh.coordinator.deps import RuntimeDep
 from quackmesh.coordinator.events.service import list_events
@@ -42,12 +42,15 @@ log = logging.getLogger("quackmesh.coordinator")
 def build_runtime(settings: Settings) -> Runtime:
     """Open the database (migrating it to head), the blob store and the in-memory state."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url())
+    url = settings.resolved_database_url()
+    engine = make_engine(url)
     upgrade(engine)
+    read_engine = make_engine(url, read_only=True) if is_sqlite(url) else engine
     return Runtime(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
+        reads=make_session_factory(read_engine),
         ledger=SqlLedger(),
         blobs=LocalBlobStore(settings.resolved_blob_dir(), max_bytes=settings.max_upload_bytes),
         metrics=Metrics(),
@@ -83,9 +86,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             yield
         finally:
             rt.stop.set()
-            rt.notifier.notify()
+            rt.notifier.notify_all()
             await asyncio.to_thread(sweeper.stop)
             rt.engine.dispose()
+            read_engine = rt.reads.kw.get("bind")
+            if read_engine is not None and read_engine is not rt.engine:
+                read_engine.dispose()
 
     app = FastAPI(
         title="QuackMesh coordinator",
@@ -134,7 +140,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         limit: int = Query(default=200, ge=1, le=1000),
     ) -> list[dict[str, Any]]:
         """Public state changes after event id ``after`` (node and job lifecycle)."""
-        with rt.sessions() as session:
+        with rt.reads() as session:
             return [
                 {
                     "id": e.id,

@@ -13,7 +13,8 @@ from quackmesh.core.signing import verify_request
 __all__ = ["ReadSigner", "RuntimeDep", "Signer", "SubmitSigner", "get_runtime", "signed_path"]
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async on purpose: a sync dependency would push every request through the threadpool.
     rt: Runtime = request.app.state.runtime
     return rt
 

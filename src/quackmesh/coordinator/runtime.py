@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -22,49 +24,65 @@ __all__ = ["Runtime", "WorkNotifier"]
 
 
 class WorkNotifier:
-    """Wakes long-polling lease requests when work appears (thread-safe ``notify``)."""
+    """Wakes long-polling lease requests when work appears (``notify`` is thread-safe).
+
+    Each waiter parks on its own future; ``notify(n)`` wakes the ``n`` oldest, so one new
+    task wakes one poller instead of a thundering herd that would all race to claim it.
+    Waits are bounded by the caller, so a wake-up that is lost (or goes to a node that
+    cannot take the task) costs at most one poll interval.
+    """
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._event: asyncio.Event | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._event = asyncio.Event()
 
-    def notify(self) -> None:
-        loop, event = self._loop, self._event
-        if loop is None or event is None or loop.is_closed():
+    def notify(self, n: int = 1) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
             return
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is loop:
-            event.set()
+            self._wake(n)
         else:
-            loop.call_soon_threadsafe(event.set)
+            loop.call_soon_threadsafe(self._wake, n)
+
+    def notify_all(self) -> None:
+        self.notify(1 << 30)
+
+    def _wake(self, n: int) -> None:
+        while n > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                n -= 1
 
     async def wait(self, timeout: float) -> None:
-        """Wait until notified or ``timeout`` passes (bounded: callers re-check state)."""
-        if self._event is None:
-            await asyncio.sleep(timeout)
-            return
-        event = self._event
+        """Wait until notified or ``timeout`` passes."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
-            return
-        # Hand the wake-up to every current waiter, then re-arm for the next notify.
-        await asyncio.sleep(0)
-        event.clear()
+            pass
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
 
 
 @dataclass
 class Runtime:
     settings: Settings
     engine: Engine
-    sessions: sessionmaker[Session]
+    sessions: sessionmaker[Session]  # read-write: one transaction per state change
+    reads: sessionmaker[Session]  # read-only endpoints (never take SQLite's write lock)
     ledger: SqlLedger
     blobs: LocalBlobStore
     metrics: Metrics

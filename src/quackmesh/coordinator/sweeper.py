@@ -35,7 +35,7 @@ def sweep_once(rt: Runtime, *, now: float | None = None) -> int:
         )
     rt.metrics.nodes_online.set(online or 0)
     if requeued:
-        rt.notifier.notify()
+        rt.notifier.notify(requeued)
     return requeued
 
 

@@ -19,6 +19,7 @@ for twice the window so a captured request cannot be replayed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -28,8 +29,9 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
+from coincurve import PrivateKey, PublicKey
+from eth_hash.auto import keccak
+from eth_utils.address import to_checksum_address
 
 from quackmesh.core.errors import BadSignature, MissingAuth, ReplayedNonce, StaleRequest
 from quackmesh.core.ids import ADDRESS_RE
@@ -41,8 +43,12 @@ __all__ = [
     "HEADER_TIMESTAMP",
     "NonceCache",
     "SignedHeaders",
+    "address_of",
     "canonical_request",
+    "eip191_hash",
+    "personal_sign",
     "precheck_headers",
+    "recover_address",
     "sign_request",
     "verify_request",
 ]
@@ -54,6 +60,42 @@ HEADER_SIGNATURE = "X-QuackMesh-Signature"
 _HEADERS = (HEADER_ADDRESS, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE)
 PREFIX = "QUACKMESH-REQUEST-V1"
 _NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+def eip191_hash(text: str) -> bytes:
+    """The digest ``personal_sign`` signs: keccak256 of the EIP-191 (0x45) framed text."""
+    data = text.encode()
+    return bytes(keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data))
+
+
+def personal_sign(private_key: bytes, text: str) -> bytes:
+    """A 65-byte r‖s‖v signature (v = 27/28), byte-identical to ``eth_account``'s."""
+    sig = PrivateKey(private_key).sign_recoverable(eip191_hash(text), hasher=None)
+    return sig[:64] + bytes([sig[64] + 27])
+
+
+@functools.lru_cache(maxsize=65_536)
+def _checksum(address_hex: str) -> str:
+    return str(to_checksum_address(address_hex))
+
+
+def address_of(private_key: bytes) -> str:
+    public = PrivateKey(private_key).public_key.format(compressed=False)[1:]
+    return _checksum("0x" + bytes(keccak(public))[-20:].hex())
+
+
+def recover_address(text: str, signature: bytes) -> str:
+    """The checksummed address that signed ``text``; ``ValueError`` if malformed."""
+    if len(signature) != 65:
+        raise ValueError("a signature is 65 bytes")
+    v = signature[64] - 27 if signature[64] >= 27 else signature[64]
+    if v not in (0, 1):
+        raise ValueError("bad recovery id")
+    public = PublicKey.from_signature_and_message(
+        signature[:64] + bytes([v]), eip191_hash(text), hasher=None
+    )
+    raw = public.format(compressed=False)[1:]
+    return _checksum("0x" + bytes(keccak(raw))[-20:].hex())
 
 
 def canonical_request(
@@ -87,6 +129,7 @@ def sign_request(
     body: bytes = b"",
     body_sha256: str | None = None,
     timestamp: int | None = None,
+    address: str | None = None,
 ) -> SignedHeaders:
     """Sign one request with a secp256k1 key; returns the headers to send.
 
@@ -98,10 +141,11 @@ def sign_request(
     text = canonical_request(
         method=method, path=path, body_sha256=digest, timestamp=ts, nonce=nonce
     )
-    signed = Account.sign_message(encode_defunct(text=text), private_key)
-    address = Account.from_key(private_key).address
     return SignedHeaders(
-        address=address, timestamp=ts, nonce=nonce, signature="0x" + signed.signature.hex()
+        address=address or address_of(private_key),
+        timestamp=ts,
+        nonce=nonce,
+        signature="0x" + personal_sign(private_key, text).hex(),
     )
 
 
@@ -211,7 +255,7 @@ def verify_request(
         method=method, path=path, body_sha256=body_sha256, timestamp=timestamp, nonce=nonce
     )
     try:
-        recovered = Account.recover_message(encode_defunct(text=text), signature=signature)
+        recovered = recover_address(text, bytes.fromhex(signature.removeprefix("0x")))
     except Exception as exc:  # malformed signature bytes of any kind
         raise BadSignature("signature is malformed") from exc
     if recovered.lower() != address.lower():

@@ -70,5 +70,10 @@ class Wallet:
         self, *, method: str, path: str, body: bytes = b"", body_sha256: str | None = None
     ) -> SignedHeaders:
         return sign_request(
-            self.private_key, method=method, path=path, body=body, body_sha256=body_sha256
+            self.private_key,
+            method=method,
+            path=path,
+            body=body,
+            body_sha256=body_sha256,
+            address=self.address,
         )

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1", tags=["money"])
 
 
 def _balance(rt: RuntimeDep, address: str) -> BalancePublic:
-    with rt.sessions() as session:
+    with rt.reads() as session:
         open_jobs = session.scalars(
             select(Job.id).where(
                 Job.owner == address, Job.state.in_([JobState.QUEUED.value, JobState.RUNNING.value])
@@ -53,7 +53,7 @@ def balance(signer: ReadSigner, rt: RuntimeDep) -> BalancePublic:
 @router.get("/ledger/check", response_model=LedgerCheckPublic)
 def ledger_check(rt: RuntimeDep) -> LedgerCheckPublic:
     """Recompute the hash chain and the zero sum (public: anyone may audit the ledger)."""
-    with rt.sessions() as session:
+    with rt.reads() as session:
         check = rt.ledger.verify(session)
     return LedgerCheckPublic(
         ok=check.ok,
@@ -76,6 +76,6 @@ def ledger_journal(
     (``quackmesh ledger verify --coordinator URL``) without trusting this server.
     """
     buffer = io.StringIO()
-    with rt.sessions() as session:
+    with rt.reads() as session:
         write_jsonl(rt.ledger.iter_journal(session, after_seq=after, limit=limit), buffer)
     return PlainTextResponse(buffer.getvalue(), media_type="application/x-ndjson")

@@ -1,12 +1,16 @@
 """Database engines: SQLite in WAL mode by default, PostgreSQL with QUACKMESH_DATABASE_URL.
 
-SQLite gets ``BEGIN IMMEDIATE`` for every transaction (the SQLAlchemy recipe for the
-pysqlite driver): a transaction that reads then writes would otherwise fail with
-"database is locked" when another writer got there first, instead of waiting its turn.
+SQLite writers get ``BEGIN IMMEDIATE`` (the SQLAlchemy recipe for the pysqlite driver):
+a transaction that reads then writes would otherwise fail with "database is locked"
+when another writer got there first, instead of waiting its turn. Within one process,
+writers queue on a Python lock first, so they wait their turn without spinning in
+SQLite's busy-retry loop. Read-only engines (``read_only=True``) begin deferred
+transactions: in WAL mode readers never wait for the writer.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -24,7 +28,16 @@ def is_postgres(url: str) -> bool:
     return make_url(url).get_backend_name() == "postgresql"
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(database: str) -> threading.RLock:
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(database, threading.RLock())
+
+
+def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> Engine:
     """Create an engine; a bare ``postgresql://`` URL is routed to the psycopg 3 driver."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
@@ -33,12 +46,14 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         engine = create_engine(
             parsed, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=pool_size
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, read_only=read_only, database=parsed.database or ":memory:")
         return engine
     return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, read_only: bool, database: str) -> None:
+    lock = _write_lock(database)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
@@ -49,9 +64,39 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
+    if read_only:
+
+        @event.listens_for(engine, "begin")
+        def _on_begin_read(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN")
+
+        return
+
+    def _release(info: dict[str, Any]) -> None:
+        if info.pop("qm_write_lock", False):
+            lock.release()
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        lock.acquire()
+        conn.info["qm_write_lock"] = True
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(conn.info)
+            raise
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(conn: Any) -> None:
+        _release(conn.info)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(conn: Any) -> None:
+        _release(conn.info)
+
+    @event.listens_for(engine.pool, "reset")
+    def _on_reset(_dbapi_conn: Any, record: Any, _state: Any) -> None:
+        _release(record.info)  # a connection returned mid-transaction never keeps the lock
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

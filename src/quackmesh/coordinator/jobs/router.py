@@ -41,21 +41,21 @@ def list_my_jobs(
     state: JobState | None = None,
     limit: int = Query(default=50, ge=1, le=500),
 ) -> JobListPublic:
-    with rt.sessions() as session:
+    with rt.reads() as session:
         jobs = list_jobs(session, owner=signer, state=state, limit=limit)
         return JobListPublic(jobs=[job_public(j, tasks_of(session, j.id)) for j in jobs])
 
 
 @router.get("/{job_id}", response_model=JobPublic)
 def read_job(job_id: str, signer: ReadSigner, rt: RuntimeDep) -> JobPublic:
-    with rt.sessions() as session:
+    with rt.reads() as session:
         job = get_owned_job(session, job_id, signer)
         return job_public(job, tasks_of(session, job.id))
 
 
 @router.get("/{job_id}/result", response_model=JobResultPublic)
 def read_result(job_id: str, signer: ReadSigner, rt: RuntimeDep) -> JobResultPublic:
-    with rt.sessions() as session:
+    with rt.reads() as session:
         return job_result(rt, get_owned_job(session, job_id, signer))
 
 

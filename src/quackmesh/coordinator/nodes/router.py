@@ -31,12 +31,11 @@ def register(body: NodeRegister, signer: Signer, rt: RuntimeDep) -> NodePublic:
         node = register_node(session, address=signer, body=body, known_kinds=list_kinds())
         public = node_public(node)
     rt.liveness.set_status(signer, NodeStatus.ONLINE)
-    rt.notifier.notify()
     return public
 
 
 def _load_status(rt: RuntimeDep, address: str) -> None:
-    with rt.sessions() as session:
+    with rt.reads() as session:
         node = get_node(session, address)
         rt.liveness.set_status(address, NodeStatus(node.status))
 
@@ -59,7 +58,7 @@ def list_nodes(
     rt: RuntimeDep, status: NodeStatus | None = None, limit: int = 500
 ) -> list[NodePublic]:
     """Public list of nodes (the marketplace view grows from this)."""
-    with rt.sessions() as session:
+    with rt.reads() as session:
         stmt = select(Node).order_by(Node.registered_at).limit(max(1, min(limit, 5000)))
         if status is not None:
             stmt = stmt.where(Node.status == status.value)
@@ -68,5 +67,5 @@ def list_nodes(
 
 @router.get("/{address}", response_model=NodePublic)
 def read_node(address: str, rt: RuntimeDep) -> NodePublic:
-    with rt.sessions() as session:
+    with rt.reads() as session:
         return node_public(get_node(session, address))

@@ -13,6 +13,7 @@ from quackmesh.coordinator.nodes.service import get_node
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.coordinator.scheduler.service import (
     claim_tasks,
+    has_work,
     held_task,
     lease_public,
     release_task,
@@ -34,6 +35,9 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
 
 def _claim(rt: Runtime, address: str, max_tasks: int, base_url: str) -> list[TaskLease]:
+    with rt.reads() as session:
+        if not has_work(session, address=address):
+            return []
     with rt.sessions.begin() as session:
         node = get_node(session, address)
         claimed = claim_tasks(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -30,6 +31,7 @@ from quackmesh.core.schemas import InputRef, JobState, NodeStatus, TaskLease, Ta
 __all__ = [
     "claim_tasks",
     "expire_leases",
+    "has_work",
     "held_task",
     "lease_public",
     "release_task",
@@ -39,12 +41,8 @@ __all__ = [
 SCAN_FACTOR = 4  # rows scanned per task wanted, to skip ones this node may not take
 
 
-def claim_tasks(
-    rt: Runtime, session: Session, *, node: Node, max_tasks: int, now: float
-) -> list[tuple[Task, Job]]:
-    if node.status != NodeStatus.ONLINE.value:
-        return []
-    stmt = (
+def _claimable(node: Node) -> Any:
+    return (
         select(Task, Job)
         .join(Job, Job.id == Task.job_id)
         .where(
@@ -52,9 +50,24 @@ def claim_tasks(
             Task.kind.in_(node.workloads),
             Task.max_price >= node.price_per_unit,
         )
-        .order_by(Task.queued_at)
-        .limit(max_tasks * SCAN_FACTOR + 8)
     )
+
+
+def has_work(session: Session, *, address: str) -> bool:
+    """Read-only: could this node claim anything now? (Keeps idle polls off the write lock.)"""
+    node = session.get(Node, address)
+    if node is None or node.status != NodeStatus.ONLINE.value:
+        return node is None  # unknown nodes go on to the claim, which answers 404
+    stmt = _claimable(node).with_only_columns(Task.id, Task.excluded_nodes).limit(64)
+    return any(address not in excluded for _, excluded in session.execute(stmt))
+
+
+def claim_tasks(
+    rt: Runtime, session: Session, *, node: Node, max_tasks: int, now: float
+) -> list[tuple[Task, Job]]:
+    if node.status != NodeStatus.ONLINE.value:
+        return []
+    stmt = _claimable(node).order_by(Task.queued_at).limit(max_tasks * SCAN_FACTOR + 8)
     if is_postgres(str(rt.engine.url)):
         stmt = stmt.with_for_update(skip_locked=True, of=[Task, Job])
     claimed: list[tuple[Task, Job]] = []

@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from quackmesh.coordinator.auth.capability import check_capability
 from quackmesh.coordinator.deps import RuntimeDep, Signer, not_before, signed_path
 from quackmesh.coordinator.events.service import emit
+from quackmesh.coordinator.runtime import Runtime
+from quackmesh.coordinator.storage.service import StagedUpload
 from quackmesh.core.errors import BlobNotFound, Forbidden
 from quackmesh.core.ids import SHA256_RE
 from quackmesh.core.schemas import BlobPublic
@@ -37,10 +40,14 @@ async def upload_blob(request: Request, rt: RuntimeDep) -> BlobPublic:
     except BaseException:
         staged.discard()
         raise
+    await run_in_threadpool(_record, rt, staged, owner)  # never block the event loop on the DB
+    return BlobPublic(sha256=staged.sha256, size=staged.size)
+
+
+def _record(rt: Runtime, staged: StagedUpload, owner: str) -> None:
     with rt.sessions.begin() as session:
         staged.commit(session, owner=owner)
         emit(session, "blob.uploaded", address=owner, sha256=staged.sha256, size=staged.size)
-    return BlobPublic(sha256=staged.sha256, size=staged.size)
 
 
 @router.get("/{sha256}", response_class=FileResponse)
@@ -63,7 +70,7 @@ def download_blob(
         ):
             raise Forbidden("capability URL is invalid or expired", sha256=sha256)
     else:
-        with rt.sessions() as session:
+        with rt.reads() as session:
             rt.blobs.owned(session, sha256, signer)
     path = rt.blobs.path_for(sha256)
     if not path.is_file():
