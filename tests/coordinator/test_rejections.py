@@ -95,7 +95,7 @@ def test_insufficient_balance_is_402_and_writes_nothing(net: Net) -> None:
 def test_wrong_input_names_are_422(net: Net) -> None:
     client = net.funded()
     sha = client.upload(CSV.encode()).sha256
-    with pytest.raises(ValidationFailed, match="inputs"):
+    with pytest.raises(ValidationFailed, match=r"missing input 'data'"):
         client.submit(
             "ml.linear_regression",
             inputs={"training": sha},
@@ -242,3 +242,23 @@ def test_upload_signed_by_one_key_for_another_address_is_401(net: Net) -> None:
     response = net.tc.post("/v1/blobs", content=body, headers=headers)
     assert response.status_code == 401 and response.json()["code"] == "bad_signature"
     assert [p for p in net.rt.blobs.root.rglob("*") if p.is_file()] == []
+
+
+def test_resubmitting_the_same_data_reuses_validation_but_not_ownership(net: Net) -> None:
+    owner = net.funded()
+    sha = owner.upload(CSV.encode()).sha256
+    first = owner.submit(
+        "ml.linear_regression", inputs={"data": sha}, params={"target": "y"}, max_price=1_000
+    )
+    second = owner.submit(
+        "ml.linear_regression", inputs={"data": sha}, params={"target": "y"}, max_price=1_000
+    )
+    assert first.units == second.units == 1
+    with pytest.raises(BlobNotFound):  # the cache never lets a stranger use someone's blob
+        net.funded().submit(
+            "ml.linear_regression", inputs={"data": sha}, params={"target": "y"}, max_price=1_000
+        )
+    with pytest.raises(ValidationFailed):  # other params are validated afresh
+        owner.submit(
+            "ml.linear_regression", inputs={"data": sha}, params={"target": "z"}, max_price=1_000
+        )

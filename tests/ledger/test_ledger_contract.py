@@ -9,6 +9,7 @@ import pytest
 
 from quackmesh.core.errors import InsufficientBalance, ValidationFailed
 from quackmesh.core.ids import normalize_address
+from quackmesh.core.wallet import Wallet
 from quackmesh.ledger import (
     GENESIS_HASH,
     MINT,
@@ -221,3 +222,41 @@ def test_posted_tx_round_trips_through_the_database(ldb: LedgerDB) -> None:
     with ldb.sessions() as s:
         (stored,) = ldb.ledger.iter_journal(s)
     assert stored == posted
+
+
+def test_settle_and_refund_closes_the_escrow_in_one_transaction(ldb: LedgerDB) -> None:
+    """Provider, treasury and the owner's refund in a single journal transaction."""
+    led = ldb.ledger
+    owner, provider = Wallet.create().address, Wallet.create().address
+    escrow = job_escrow_account("job_x")
+    with ldb.sessions.begin() as s:
+        led.faucet(s, address=owner, amount=1_000)
+        led.escrow(s, owner=owner, account=escrow, amount=1_000, ref="job_x")
+    before = ldb.tx_count()
+    with ldb.sessions.begin() as s:
+        refund = led.settle_and_refund(
+            s, escrow=escrow, provider=provider, owner=owner, amount=400, fee=20, ref="task_x"
+        )
+    assert refund == 600
+    assert ldb.tx_count() == before + 1
+    balances = ldb.balances()
+    assert balances[escrow] == 0 and balances[TREASURY] == 20
+    assert balances[wallet_account(provider)] == 380 and balances[wallet_account(owner)] == 600
+    with ldb.sessions() as s:
+        (tx,) = [t for t in led.iter_journal(s) if t.ref == "task_x"]
+        assert Posting(escrow, -1_000) in tx.entries and led.verify(s).ok
+
+
+def test_settle_and_refund_cannot_pay_more_than_the_escrow(ldb: LedgerDB) -> None:
+    led = ldb.ledger
+    owner = Wallet.create().address
+    escrow = job_escrow_account("job_y")
+    with ldb.sessions.begin() as s:
+        led.faucet(s, address=owner, amount=100)
+        led.escrow(s, owner=owner, account=escrow, amount=100, ref="job_y")
+    before = ldb.tx_count()
+    with pytest.raises(InsufficientBalance), ldb.sessions.begin() as s:
+        led.settle_and_refund(
+            s, escrow=escrow, provider=owner, owner=owner, amount=101, fee=0, ref="t"
+        )
+    assert ldb.tx_count() == before

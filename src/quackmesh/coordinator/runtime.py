@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -20,7 +20,7 @@ from quackmesh.coordinator.storage.service import LocalBlobStore
 from quackmesh.core.signing import NonceCache
 from quackmesh.ledger import SqlLedger
 
-__all__ = ["Runtime", "WorkNotifier"]
+__all__ = ["Runtime", "ValidationCache", "WorkNotifier"]
 
 
 class WorkNotifier:
@@ -77,6 +77,32 @@ class WorkNotifier:
                 self._waiters.remove(waiter)
 
 
+class ValidationCache:
+    """Remembers the compute units of (kind, input blobs, params) that passed validation.
+
+    Blobs are content-addressed and never change, so a spec that fit its data once always
+    will: resubmitting the same data skips re-parsing it. Failures are never cached.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._entries: OrderedDict[str, int] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> int | None:
+        with self._lock:
+            units = self._entries.get(key)
+            if units is not None:
+                self._entries.move_to_end(key)
+            return units
+
+    def put(self, key: str, units: int) -> None:
+        with self._lock:
+            self._entries[key] = units
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -92,5 +118,6 @@ class Runtime:
     submit_limiter: RateLimiter
     read_limiter: RateLimiter
     notifier: WorkNotifier = field(default_factory=WorkNotifier)
+    validated: ValidationCache = field(default_factory=ValidationCache)
     started_at: float = field(default_factory=time.time)
     stop: threading.Event = field(default_factory=threading.Event)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from quackmesh.core.errors import ValidationFailed
+from quackmesh.core.errors import InsufficientBalance, ValidationFailed
 from quackmesh.ledger.accounts import MINT, TREASURY, is_escrow_account, wallet_account
 
 __all__ = ["Ledger", "LedgerCheck", "PostedTx", "Posting"]
@@ -184,6 +184,51 @@ class Ledger(ABC):
         ]
         postings = [leg for leg in legs if leg.amount != 0]
         return self.post(session, kind="settle", memo=memo, postings=postings, ref=ref)
+
+    def settle_and_refund(
+        self,
+        session: Session,
+        *,
+        escrow: str,
+        provider: str,
+        owner: str,
+        amount: int,
+        fee: int,
+        ref: str,
+        memo: str = "settle",
+    ) -> int:
+        """Close ``escrow`` in one transaction: ``amount - fee`` to the provider, ``fee`` to
+        the treasury, whatever is left back to ``owner``. Returns the refund.
+
+        One journal transaction instead of a settle plus a refund: half the chain appends
+        on the hottest path (every accepted task).
+        """
+        amount = _require_amount("amount", amount, positive=False)
+        fee = _require_amount("fee", fee, positive=False)
+        if fee > amount:
+            raise ValidationFailed(f"fee {fee} exceeds amount {amount}", field="fee")
+        escrow = _require_escrow(escrow)
+        remaining = self.balance(session, escrow)
+        if amount > remaining:
+            raise InsufficientBalance(
+                f"escrow {escrow} holds {remaining}, cannot pay {amount}",
+                account=escrow,
+                available=remaining,
+                required=amount,
+            )
+        refund = remaining - amount
+        merged: dict[str, int] = {}
+        for account, value in (
+            (escrow, -remaining),
+            (wallet_account(provider), amount - fee),
+            (TREASURY, fee),
+            (wallet_account(owner), refund),
+        ):
+            merged[account] = merged.get(account, 0) + value
+        postings = [Posting(a, v) for a, v in merged.items() if v != 0]
+        if postings:
+            self.post(session, kind="settle", memo=memo, postings=postings, ref=ref)
+        return refund
 
     def refund(
         self, session: Session, *, escrow: str, owner: str, ref: str, memo: str = "refund"

@@ -170,6 +170,30 @@ class SqlLedger(Ledger):
         self._lock_head(session)
         return super().refund(session, escrow=escrow, owner=owner, ref=ref, memo=memo)
 
+    def settle_and_refund(
+        self,
+        session: Session,
+        *,
+        escrow: str,
+        provider: str,
+        owner: str,
+        amount: int,
+        fee: int,
+        ref: str,
+        memo: str = "settle",
+    ) -> int:
+        self._lock_head(session)  # read the escrow under the chain lock, as refund does
+        return super().settle_and_refund(
+            session,
+            escrow=escrow,
+            provider=provider,
+            owner=owner,
+            amount=amount,
+            fee=fee,
+            ref=ref,
+            memo=memo,
+        )
+
     def _lock_head(self, session: Session) -> tuple[int, str]:
         stmt = select(_H.seq, _H.hash).where(_H.id == 1).with_for_update()
         row = session.execute(stmt).one_or_none()

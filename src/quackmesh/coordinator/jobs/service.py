@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,6 +20,7 @@ from sqlalchemy.orm import Session
 from quackmesh.coordinator.db.models import Job, Node, Task
 from quackmesh.coordinator.events.service import emit
 from quackmesh.coordinator.runtime import Runtime
+from quackmesh.core.canon import canonical_json
 from quackmesh.core.errors import InvalidState, JobNotFound, ValidationFailed
 from quackmesh.core.ids import new_id
 from quackmesh.core.schemas import (
@@ -96,20 +95,17 @@ def prepare_submission(
     """Validate kind, params and data before anything is written; returns (spec, units)."""
     workload = get_workload(body.kind)
     spec = workload.parse_spec(body.params)
-    expected, given = set(workload.input_names), set(body.inputs)
-    if expected != given:
-        raise ValidationFailed(
-            f"{body.kind} takes inputs {sorted(expected)}, got {sorted(given)}",
-            field="inputs",
-            expected=sorted(expected),
-        )
-    paths: Mapping[str, Path] = {}
-    for name, sha in body.inputs.items():
+    paths = {name: rt.blobs.path_for(sha) for name, sha in body.inputs.items()}
+    workload.check_input_names(paths)
+    for sha in body.inputs.values():
         rt.blobs.owned(session, sha, owner)  # 404 unless the submitter uploaded it
-        paths = {**paths, name: rt.blobs.path_for(sha)}
-    summary = workload.check_inputs(spec, paths)
-    units = workload.cost(spec, summary)
-    return spec.model_dump(mode="json"), units
+    params = spec.model_dump(mode="json")
+    key = canonical_json([body.kind, sorted(body.inputs.items()), params]).decode()
+    units = rt.validated.get(key)
+    if units is None:
+        units = workload.cost(spec, workload.check_inputs(spec, paths))
+        rt.validated.put(key, units)
+    return params, units
 
 
 def submit_job(rt: Runtime, session: Session, *, owner: str, body: JobCreate) -> Job:
@@ -234,9 +230,14 @@ def complete_task(
     price = task.price_per_unit if task.price_per_unit is not None else node.price_per_unit
     amount = price * job.units
     fee = amount * rt.settings.fee_bps // 10_000
-    escrow = job_escrow_account(job.id)
-    rt.ledger.settle(
-        session, escrow=escrow, provider=node.address, amount=amount, fee=fee, ref=task.id
+    refund = rt.ledger.settle_and_refund(
+        session,
+        escrow=job_escrow_account(job.id),
+        provider=node.address,
+        owner=job.owner,
+        amount=amount,
+        fee=fee,
+        ref=task.id,
     )
     task.state = TaskState.SUCCEEDED.value
     task.output_sha256 = output_sha256
@@ -248,6 +249,7 @@ def complete_task(
     job.result_sha256 = output_sha256
     job.paid += amount
     job.fee += fee
+    job.refunded += refund
     job.updated_at = now
     emit(session, "task.succeeded", job_id=job.id, node=node.address, task_id=task.id)
     emit(
@@ -259,7 +261,6 @@ def complete_task(
         amount=amount,
         fee=fee,
     )
-    _refund(rt, session, job)
     emit(
         session,
         "job.succeeded",
