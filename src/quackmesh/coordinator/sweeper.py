@@ -23,8 +23,12 @@ def sweep_once(rt: Runtime, *, now: float | None = None) -> int:
     """One pass; returns how many leases went back to the queue (or failed their job)."""
     t = time.time() if now is None else now
     beats = rt.liveness.take_pending()
-    with rt.sessions.begin() as session:
-        flush_beats(session, rt.liveness, beats, lease_s=rt.settings.lease_s, now=t)
+    try:
+        with rt.sessions.begin() as session:
+            flush_beats(session, rt.liveness, beats, lease_s=rt.settings.lease_s, now=t)
+    except Exception:
+        rt.liveness.restore(beats)  # a failed flush must not make live nodes look silent
+        raise
     with rt.sessions.begin() as session:
         offline = mark_silent_offline(
             session, rt.liveness, now=t, offline_after=rt.settings.offline_after_s

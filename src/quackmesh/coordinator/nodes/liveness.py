@@ -58,6 +58,14 @@ class Liveness:
             pending, self._pending = self._pending, {}
         return pending
 
+    def restore(self, beats: dict[str, Beat]) -> None:
+        """Put back beats whose flush failed; a newer beat that arrived meanwhile wins."""
+        with self._lock:
+            for address, beat in beats.items():
+                current = self._pending.get(address)
+                if current is None or current.at < beat.at:
+                    self._pending[address] = beat
+
     def put_cancel(self, address: str, task_ids: list[str]) -> None:
         if task_ids:
             with self._lock:
