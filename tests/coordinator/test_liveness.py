@@ -21,7 +21,7 @@ def test_a_failed_flush_puts_beats_back_and_newer_beats_win() -> None:
 def test_draining_beat_takes_effect_at_once_and_cancels_are_delivered_once() -> None:
     live = Liveness()
     live.set_status("0xA", NodeStatus.ONLINE)
-    status, cancel = live.beat("0xA", Beat(at=1.0, running=(), draining=True))
+    status, _ = live.beat("0xA", Beat(at=1.0, running=(), draining=True))
     assert status == NodeStatus.DRAINING and live.status("0xA") == NodeStatus.DRAINING
     live.put_cancel("0xA", ["t9"])
     assert live.beat("0xA", Beat(at=2.0, running=("t9",), draining=True))[1] == ["t9"]
