@@ -274,15 +274,15 @@ class DispatchBench:
         task_id = task["task_id"]
         node.running.add(task_id)
         try:
-            blob, _ = await call(
-                phase.lat, "upload", node.client, "POST", "/v1/blobs",
-                content=result_bytes(task_id), headers=OCTET, expect=201,
-            )  # fmt: skip
-            report = {
-                "lease_id": task["lease_id"],
-                "outcome": "succeeded",
-                "output_sha256": blob["sha256"],
-            }
+            report: dict[str, Any] = {"lease_id": task["lease_id"], "outcome": "succeeded"}
+            if self.args.upload_results:  # what the agent does for results over 256 KiB
+                blob, _ = await call(
+                    phase.lat, "upload", node.client, "POST", "/v1/blobs",
+                    content=result_bytes(task_id), headers=OCTET, expect=201,
+                )  # fmt: skip
+                report["output_sha256"] = blob["sha256"]
+            else:  # what the agent does for small results: inline in the report
+                report["output"] = json.loads(result_bytes(task_id))
             reply, _ = await call(
                 phase.lat, "report", node.client, "POST", f"/v1/tasks/{task_id}/report", json=report
             )
@@ -661,6 +661,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--pg-admin-url", default=None, help="PostgreSQL admin URL (default: local server)"
+    )
+    p.add_argument(
+        "--upload-results",
+        action="store_true",
+        help="upload each result as a blob before reporting (the agent's path for results "
+        "over 256 KiB) instead of sending it inline in the report (its path for small ones)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON line with every figure")
     args = p.parse_args(argv)

@@ -10,8 +10,15 @@ import pytest
 
 from quackmesh.coordinator.db.models import Task
 from quackmesh.coordinator.sweeper import sweep_once
-from quackmesh.core.errors import InvalidState, JobNotFound, LeaseLost
-from quackmesh.core.schemas import JobState, TaskLease, TaskReport, TaskState
+from quackmesh.core.canon import canonical_json, sha256_hex
+from quackmesh.core.errors import (
+    InvalidState,
+    JobNotFound,
+    LeaseLost,
+    PayloadTooLarge,
+    ValidationFailed,
+)
+from quackmesh.core.schemas import INLINE_RESULT_MAX, JobState, TaskLease, TaskReport, TaskState
 from quackmesh.ledger import TREASURY, job_escrow_account, wallet_account
 from quackmesh.sdk import Client
 
@@ -246,3 +253,40 @@ def test_long_poll_wakes_when_work_arrives(net: Net) -> None:
     timer.join()
     assert len(tasks) == 1
     assert time.monotonic() - started < 9, "the lease returned on notify, not on timeout"
+
+
+def test_small_results_travel_inline_in_the_report(net: Net) -> None:
+    client = net.funded()
+    job = client.submit(
+        "ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000
+    )
+    node = net.node()
+    lease = lease_one(node)
+    mismatch = TaskReport(
+        lease_id=lease.lease_id, outcome="succeeded", output=LINE_RESULT, output_sha256="0" * 64
+    )
+    with pytest.raises(ValidationFailed, match="does not match"):
+        node.report(lease.task_id, mismatch)
+    paid = node.report(
+        lease.task_id, TaskReport(lease_id=lease.lease_id, outcome="succeeded", output=LINE_RESULT)
+    ).paid
+    assert paid == 400
+    result = client.result(job.id)
+    assert result.result == LINE_RESULT
+    assert result.output_sha256 == sha256_hex(canonical_json(LINE_RESULT))
+
+
+def test_oversized_inline_result_is_413_and_the_task_stays_leased(net: Net) -> None:
+    client = net.funded()
+    job = client.submit(
+        "ml.linear_regression", data=net.csv(), params={"target": "y"}, max_price=1_000
+    )
+    node = net.node()
+    lease = lease_one(node)
+    huge = {"labels": [1] * (INLINE_RESULT_MAX // 2 + 1)}
+    with pytest.raises(PayloadTooLarge):
+        node.report(
+            lease.task_id, TaskReport(lease_id=lease.lease_id, outcome="succeeded", output=huge)
+        )
+    assert client.status(job.id).tasks[0].state == TaskState.LEASED
+    assert succeed(node, lease, huge) == 400  # the blob path takes it

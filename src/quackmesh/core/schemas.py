@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "INLINE_RESULT_MAX",
     "Address",
     "BalancePublic",
     "BlobPublic",
@@ -173,9 +174,17 @@ class LeasePublic(_Wire):
     tasks: list[TaskLease]
 
 
+INLINE_RESULT_MAX = 256 * 1024  # bytes of canonical JSON a report may carry inline
+
+
 class TaskReport(_Wire):
     lease_id: str = Field(min_length=1, max_length=64)
     outcome: Literal["succeeded", "failed"]
+    output: dict[str, Any] | None = Field(
+        default=None,
+        description="a small result inline (at most INLINE_RESULT_MAX bytes as canonical "
+        "JSON), saving a separate upload; larger results are uploaded as blobs",
+    )
     output_sha256: Sha256 | None = None
     failure_reason: FailureReason | None = None
     detail: str = Field(default="", max_length=4000)

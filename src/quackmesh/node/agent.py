@@ -8,6 +8,7 @@ kills the sandboxes and hands their leases back so other nodes can take them at 
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -20,9 +21,16 @@ from pathlib import Path
 import httpx
 
 from quackmesh import __version__
+from quackmesh.core.canon import sha256_hex
 from quackmesh.core.errors import LeaseLost, NodeNotFound, QuackMeshError
 from quackmesh.core.money import format_duck
-from quackmesh.core.schemas import HeartbeatCreate, NodeRegister, TaskLease, TaskReport
+from quackmesh.core.schemas import (
+    INLINE_RESULT_MAX,
+    HeartbeatCreate,
+    NodeRegister,
+    TaskLease,
+    TaskReport,
+)
 from quackmesh.core.wallet import Wallet
 from quackmesh.node.hardware import detect_hardware
 from quackmesh.node.sandbox import SandboxOutcome, run_task
@@ -244,11 +252,16 @@ class NodeAgent:
 
     def _report(self, lease: TaskLease, outcome: SandboxOutcome) -> None:
         if outcome.ok and outcome.output_path is not None:
-            blob = self.client.upload(outcome.output_path)
+            data = outcome.output_path.read_bytes()
+            if len(data) <= INLINE_RESULT_MAX:  # small: inline, one request instead of two
+                inline, sha = json.loads(data), sha256_hex(data)
+            else:
+                inline, sha = None, self.client.upload(outcome.output_path).sha256
             report = TaskReport(
                 lease_id=lease.lease_id,
                 outcome="succeeded",
-                output_sha256=blob.sha256,
+                output=inline,
+                output_sha256=sha,
                 elapsed_s=outcome.elapsed_s,
             )
         else:

@@ -10,6 +10,7 @@ transactions: in WAL mode readers never wait for the writer.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from typing import Any
 
@@ -43,12 +44,39 @@ def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> En
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(
-            parsed, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=pool_size
-        )
+        connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": 30}
+        if not read_only:
+            connect_args["factory"] = _WriterConnection
+        engine = create_engine(parsed, connect_args=connect_args, pool_size=pool_size)
         _configure_sqlite(engine, read_only=read_only, database=parsed.database or ":memory:")
         return engine
     return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+class _WriterConnection(sqlite3.Connection):
+    """A pysqlite connection that lets go of the process's writer lock only *after* the
+    real COMMIT/ROLLBACK (SQLAlchemy's commit event fires before it): the next writer then
+    finds the database free instead of sleeping in SQLite's busy handler."""
+
+    qm_lock: threading.RLock | None = None
+    qm_held = False
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.qm_release()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.qm_release()
+
+    def qm_release(self) -> None:
+        if self.qm_held and self.qm_lock is not None:
+            self.qm_held = False
+            self.qm_lock.release()
 
 
 def _configure_sqlite(engine: Engine, *, read_only: bool, database: str) -> None:
@@ -63,6 +91,8 @@ def _configure_sqlite(engine: Engine, *, read_only: bool, database: str) -> None
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
+        if isinstance(dbapi_conn, _WriterConnection):
+            dbapi_conn.qm_lock = lock
 
     if read_only:
 
@@ -72,31 +102,16 @@ def _configure_sqlite(engine: Engine, *, read_only: bool, database: str) -> None
 
         return
 
-    def _release(info: dict[str, Any]) -> None:
-        if info.pop("qm_write_lock", False):
-            lock.release()
-
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
+        dbapi_conn = conn.connection.dbapi_connection
         lock.acquire()
-        conn.info["qm_write_lock"] = True
+        dbapi_conn.qm_held = True
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
-            _release(conn.info)
+            dbapi_conn.qm_release()
             raise
-
-    @event.listens_for(engine, "commit")
-    def _on_commit(conn: Any) -> None:
-        _release(conn.info)
-
-    @event.listens_for(engine, "rollback")
-    def _on_rollback(conn: Any) -> None:
-        _release(conn.info)
-
-    @event.listens_for(engine.pool, "reset")
-    def _on_reset(_dbapi_conn: Any, record: Any, _state: Any) -> None:
-        _release(record.info)  # a connection returned mid-transaction never keeps the lock
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -6,6 +6,7 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from quackmesh.coordinator.deps import RuntimeDep, Signer
 from quackmesh.coordinator.jobs.service import complete_task
@@ -19,8 +20,10 @@ from quackmesh.coordinator.scheduler.service import (
     release_task,
     retry_or_fail,
 )
-from quackmesh.core.errors import ValidationFailed
+from quackmesh.core.canon import canonical_json, sha256_hex
+from quackmesh.core.errors import PayloadTooLarge, ValidationFailed
 from quackmesh.core.schemas import (
+    INLINE_RESULT_MAX,
     LeaseCreate,
     LeasePublic,
     NodeStatus,
@@ -73,18 +76,9 @@ def report(task_id: str, body: TaskReport, signer: Signer, rt: RuntimeDep) -> Ta
         node = get_node(session, signer)
         paid = 0
         if body.outcome == "succeeded":
-            if body.output_sha256 is None:
-                raise ValidationFailed(
-                    "a succeeded report needs output_sha256", field="output_sha256"
-                )
+            output_sha256 = _store_inline_output(rt, session, body, signer)
             paid = complete_task(
-                rt,
-                session,
-                task=task,
-                job=job,
-                node=node,
-                output_sha256=body.output_sha256,
-                now=now,
+                rt, session, task=task, job=job, node=node, output_sha256=output_sha256, now=now
             )
             rt.metrics.tasks.labels("succeeded").inc()
         else:
@@ -98,6 +92,27 @@ def report(task_id: str, body: TaskReport, signer: Signer, rt: RuntimeDep) -> Ta
     if state == TaskState.QUEUED:
         rt.notifier.notify()
     return TaskReportPublic(task_id=task_id, state=state, paid=paid)
+
+
+def _store_inline_output(rt: Runtime, session: Session, body: TaskReport, node: str) -> str:
+    """The result's blob: the inline ``output`` stored now, or an earlier upload by sha."""
+    if body.output is None:
+        if body.output_sha256 is None:
+            raise ValidationFailed(
+                "a succeeded report needs output or output_sha256", field="output_sha256"
+            )
+        return body.output_sha256
+    data = canonical_json(body.output)
+    if len(data) > INLINE_RESULT_MAX:
+        raise PayloadTooLarge(
+            f"inline output is {len(data)} bytes; above {INLINE_RESULT_MAX} upload it as a blob",
+            limit=INLINE_RESULT_MAX,
+        )
+    if body.output_sha256 is not None and body.output_sha256 != sha256_hex(data):
+        raise ValidationFailed(
+            "output_sha256 does not match the inline output", field="output_sha256"
+        )
+    return rt.blobs.put_bytes(session, data, owner=node)
 
 
 @router.post("/{task_id}/release", response_model=TaskReportPublic)
