@@ -185,6 +185,9 @@ class Ledger(ABC):
         postings = [leg for leg in legs if leg.amount != 0]
         return self.post(session, kind="settle", memo=memo, postings=postings, ref=ref)
 
+    def _before_escrow_read(self, session: Session) -> None:  # noqa: B027 (optional hook)
+        """Hook: serialise before reading an escrow's remainder (backends that need it)."""
+
     def settle_and_refund(
         self,
         session: Session,
@@ -208,6 +211,7 @@ class Ledger(ABC):
         if fee > amount:
             raise ValidationFailed(f"fee {fee} exceeds amount {amount}", field="fee")
         escrow = _require_escrow(escrow)
+        self._before_escrow_read(session)
         remaining = self.balance(session, escrow)
         if amount > remaining:
             raise InsufficientBalance(
@@ -236,6 +240,7 @@ class Ledger(ABC):
         """Return whatever is left in ``escrow`` to the owner's wallet; the amount moved."""
         escrow = _require_escrow(escrow)
         wallet = wallet_account(owner)
+        self._before_escrow_read(session)
         remaining = self.balance(session, escrow)
         if remaining <= 0:
             return 0

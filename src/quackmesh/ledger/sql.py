@@ -163,36 +163,10 @@ class SqlLedger(Ledger):
         self._write(session, tx, new_balances, existing=current.keys())
         return tx
 
-    def refund(
-        self, session: Session, *, escrow: str, owner: str, ref: str, memo: str = "refund"
-    ) -> int:
-        # Read the remainder under the chain lock so a concurrent settle cannot race it.
+    def _before_escrow_read(self, session: Session) -> None:
+        # Read what an escrow holds under the chain lock, so a concurrent settle or
+        # refund of the same escrow cannot pay it out twice.
         self._lock_head(session)
-        return super().refund(session, escrow=escrow, owner=owner, ref=ref, memo=memo)
-
-    def settle_and_refund(
-        self,
-        session: Session,
-        *,
-        escrow: str,
-        provider: str,
-        owner: str,
-        amount: int,
-        fee: int,
-        ref: str,
-        memo: str = "settle",
-    ) -> int:
-        self._lock_head(session)  # read the escrow under the chain lock, as refund does
-        return super().settle_and_refund(
-            session,
-            escrow=escrow,
-            provider=provider,
-            owner=owner,
-            amount=amount,
-            fee=fee,
-            ref=ref,
-            memo=memo,
-        )
 
     def _lock_head(self, session: Session) -> tuple[int, str]:
         stmt = select(_H.seq, _H.hash).where(_H.id == 1).with_for_update()
