@@ -37,6 +37,7 @@ from quackmesh.workloads import get_workload
 
 __all__ = [
     "cancel_job",
+    "check_uploaded_result",
     "complete_task",
     "fail_job",
     "get_owned_job",
@@ -204,19 +205,10 @@ def cancel_job(rt: Runtime, session: Session, job: Job) -> None:
     emit(session, "job.cancelled", job_id=job.id, address=job.owner, refunded=job.refunded)
 
 
-def complete_task(
-    rt: Runtime,
-    session: Session,
-    *,
-    task: Task,
-    job: Job,
-    node: Node,
-    output_sha256: str,
-    now: float,
-) -> int:
-    """Accept a task's output, pay the provider, refund the rest; returns the payment."""
-    path = rt.blobs.path_for(output_sha256)
-    rt.blobs.owned(session, output_sha256, node.address)
+def check_uploaded_result(rt: Runtime, session: Session, *, sha256: str, node: str) -> None:
+    """An uploaded result must be the reporting node's blob, within limits, a JSON object."""
+    rt.blobs.owned(session, sha256, node)
+    path = rt.blobs.path_for(sha256)
     if path.stat().st_size > rt.settings.max_result_bytes:
         raise ValidationFailed(
             "result is larger than the coordinator accepts", field="output_sha256"
@@ -227,6 +219,23 @@ def complete_task(
         raise ValidationFailed(f"result is not JSON: {exc}", field="output_sha256") from exc
     if not isinstance(result, dict):
         raise ValidationFailed("result must be a JSON object", field="output_sha256")
+
+
+def complete_task(
+    rt: Runtime,
+    session: Session,
+    *,
+    task: Task,
+    job: Job,
+    node: Node,
+    output_sha256: str,
+    now: float,
+) -> int:
+    """Accept a task's (already checked) output, pay the provider, refund the rest.
+
+    Returns the payment. The output blob is checked by :func:`check_uploaded_result` or was
+    stored from an inline report.
+    """
     price = task.price_per_unit if task.price_per_unit is not None else node.price_per_unit
     amount = price * job.units
     fee = amount * rt.settings.fee_bps // 10_000

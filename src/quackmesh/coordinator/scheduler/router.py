@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from quackmesh.coordinator.deps import RuntimeDep, Signer
-from quackmesh.coordinator.jobs.service import complete_task
+from quackmesh.coordinator.jobs.service import check_uploaded_result, complete_task
 from quackmesh.coordinator.nodes.service import get_node
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.coordinator.scheduler.service import (
@@ -95,12 +95,13 @@ def report(task_id: str, body: TaskReport, signer: Signer, rt: RuntimeDep) -> Ta
 
 
 def _store_inline_output(rt: Runtime, session: Session, body: TaskReport, node: str) -> str:
-    """The result's blob: the inline ``output`` stored now, or an earlier upload by sha."""
+    """The result's blob: the inline ``output`` stored now, or an earlier upload, checked."""
     if body.output is None:
         if body.output_sha256 is None:
             raise ValidationFailed(
                 "a succeeded report needs output or output_sha256", field="output_sha256"
             )
+        check_uploaded_result(rt, session, sha256=body.output_sha256, node=node)
         return body.output_sha256
     data = canonical_json(body.output)
     if len(data) > INLINE_RESULT_MAX:
