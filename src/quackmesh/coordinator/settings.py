@@ -49,6 +49,36 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_result_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
 
+    # --- trust and market (issue 3); amounts in micro-DUCK, see README "Trust" ---
+    min_stake: int = Field(
+        default=1_000_000_000, ge=0, description="stake a node needs for paid work (1,000 DUCK)"
+    )
+    unbonding_s: float = Field(
+        default=7 * 86_400.0, ge=0, description="unstaked DUCK stays slashable this long"
+    )
+    slash_bps: int = Field(default=1_000, ge=0, le=10_000, description="stake lost per bad result")
+    adaptive_trust: int = Field(
+        default=10, ge=1, description="consecutive valid results before adaptive spot checks"
+    )
+    adaptive_min_check: float = Field(
+        default=0.02, ge=0, le=1, description="floor of a trusted node's spot-check probability"
+    )
+    honeypot_rate: float = Field(
+        default=0.1, ge=0, le=1, description="chance a `honeypot` job's node gets a known answer"
+    )
+    dispute_window_s: float = Field(default=86_400.0, gt=0)
+    dispute_fee: int = Field(default=1_000_000, ge=0, description="paid to an upheld provider")
+    dispute_replicas: int = Field(default=2, ge=1, le=10)
+    dispute_min_reputation: float = Field(default=0.6, ge=0, le=1)
+    match_window_s: float = Field(
+        default=1.0, ge=0, description="head start a fresh task gives better-scored nodes"
+    )
+    priority_stake_step: int = Field(
+        default=1_000_000_000, gt=0, description="client stake per priority level (1,000 DUCK)"
+    )
+    rental_settle_s: float = Field(default=60.0, gt=0, description="rentals pay out this often")
+    reputation_alpha: float = Field(default=0.1, gt=0, le=1, description="EWMA weight")
+
     rate_submit_per_s: float = Field(default=5.0, gt=0)
     rate_submit_burst: int = Field(default=30, ge=1)
     rate_read_per_s: float = Field(default=50.0, gt=0)

@@ -16,7 +16,13 @@ __all__ = [
     "INLINE_RESULT_MAX",
     "Address",
     "BalancePublic",
+    "Behaviour",
     "BlobPublic",
+    "DisputeCreate",
+    "DisputePublic",
+    "ExplainEntry",
+    "ExplainPublic",
+    "ExplainTask",
     "FailureReason",
     "FaucetCreate",
     "GpuInfo",
@@ -29,14 +35,27 @@ __all__ = [
     "JobPublic",
     "JobResultPublic",
     "JobState",
+    "Kind",
     "LeaseCreate",
     "LeasePublic",
     "LedgerCheckPublic",
+    "MarketNodesPublic",
     "NodePublic",
     "NodeRegister",
     "NodeStatus",
+    "PaymentState",
+    "PolicyName",
     "ReleaseCreate",
+    "RentalCreate",
+    "RentalListPublic",
+    "RentalNodePublic",
+    "RentalPublic",
+    "ReputationPublic",
     "Sha256",
+    "SlashListPublic",
+    "SlashPublic",
+    "StakeCreate",
+    "StakePublic",
     "TaskFailure",
     "TaskLease",
     "TaskLimits",
@@ -44,6 +63,8 @@ __all__ = [
     "TaskReport",
     "TaskReportPublic",
     "TaskState",
+    "UnbondingPublic",
+    "Verification",
 ]
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")]
@@ -76,6 +97,13 @@ class TaskState(StrEnum):
     FAILED = "failed"  # gave up after max_attempts
     CANCELLED = "cancelled"  # its job was cancelled
 
+
+Behaviour = Literal[
+    "honest",  # runs the workload and reports its result
+    "wrong",  # reports a perturbed result (a cheater)
+    "lazy",  # skips the work and reports a copied, plausible result
+    "flaky",  # fails about a third of its tasks
+]
 
 FailureReason = Literal[
     "timeout",  # wall-clock limit hit
@@ -110,6 +138,22 @@ class NodeRegister(_Wire):
     slots: int = Field(ge=1, le=256)
     workloads: list[Kind] = Field(min_length=1, max_length=256)
     version: str = Field(default="", max_length=32)
+    region: str = Field(default="", max_length=32, pattern=r"^[a-z0-9-]*$")
+    price_per_hour: int = Field(
+        default=0, ge=0, description="micro-DUCK per hour of rental; 0 = not for rent"
+    )
+    behaviour: Behaviour = Field(
+        default="honest", description="test nodes only; refused outside development mode"
+    )
+
+
+class ReputationPublic(_Wire):
+    score: float = Field(description="0.5·validity + 0.3·timeliness + 0.2·uptime")
+    validity: float
+    timeliness: float
+    uptime: float
+    results_valid: int
+    results_invalid: int
 
 
 class NodePublic(_Wire):
@@ -124,6 +168,12 @@ class NodePublic(_Wire):
     last_seen_at: float
     tasks_completed: int
     tasks_failed: int
+    region: str = ""
+    price_per_hour: int = 0
+    verifier: bool = False
+    stake: int = Field(default=0, description="effective stake (staked − unbonding)")
+    reputation: ReputationPublic | None = None
+    rental_id: str | None = Field(default=None, description="active rental holding it")
 
 
 class HeartbeatCreate(_Wire):
@@ -204,12 +254,32 @@ class ReleaseCreate(_Wire):
 # --- jobs ------------------------------------------------------------------------------
 
 
+PolicyName = Literal["none", "redundant", "adaptive", "honeypot", "reference"]
+
+
+class Verification(_Wire):
+    """How a job's result is checked (see README "Verification")."""
+
+    policy: PolicyName = "none"
+    replicas: int | None = Field(default=None, ge=1, le=10, description="redundant: k")
+    quorum: int | None = Field(default=None, ge=1, le=10, description="redundant: q")
+    max_replicas: int | None = Field(
+        default=None, ge=1, le=10, description="cap on replicas when no quorum is reached"
+    )
+
+
 class JobCreate(_Wire):
     kind: Kind
     params: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, Sha256] = Field(description="input name -> uploaded blob sha256")
     max_price: int = Field(gt=0, description="max micro-DUCK per compute unit")
     max_attempts: int = Field(default=3, ge=1, le=10)
+    verification: Verification = Field(default_factory=lambda: Verification())
+    rental_id: str | None = Field(
+        default=None,
+        max_length=32,
+        description="run only on this rental's nodes; paid by the rental, not per task",
+    )
     timeout_s: float = Field(default=600.0, gt=0, le=86_400)
     # The sandboxed child imports numpy/scikit-learn/pandas: ~520 MiB of address space
     # before any work, so less than 1 GiB cannot run a classic ML task reliably.
@@ -223,6 +293,16 @@ class TaskFailure(_Wire):
     at: float
 
 
+PaymentState = Literal[
+    "escrowed",  # the job's escrow covers it; nothing paid yet
+    "paid",  # provider paid (payment_tx is the ledger transaction)
+    "refunded",  # not run or cancelled; its share went back to the client
+    "slashed",  # lost a vote: unpaid, and the node's stake was slashed
+    "unpaid",  # ran but was not needed or failed; no payment
+    "rental",  # covered by the rental's hourly payments
+]
+
+
 class TaskPublic(_Wire):
     id: str
     state: TaskState
@@ -233,6 +313,10 @@ class TaskPublic(_Wire):
     finished_at: float | None
     output_sha256: str | None
     paid: int
+    role: str = "primary"
+    verdict: str = "pending"
+    payment_state: PaymentState = "escrowed"
+    payment_tx: str | None = None
 
 
 class JobPublic(_Wire):
@@ -252,6 +336,11 @@ class JobPublic(_Wire):
     created_at: float
     updated_at: float
     tasks: list[TaskPublic]
+    verification: Verification = Field(default_factory=lambda: Verification())
+    priority: int = 0
+    rental_id: str | None = None
+    completed_at: float | None = None
+    escrow_tx: str | None = None
 
 
 class JobListPublic(_Wire):
@@ -281,6 +370,7 @@ class BalancePublic(_Wire):
     address: str
     available: int
     in_escrow: int
+    staked: int = 0
 
 
 class LedgerCheckPublic(_Wire):
@@ -289,3 +379,127 @@ class LedgerCheckPublic(_Wire):
     head: str
     total: int = Field(description="sum of all balances; 0 when conserved")
     problems: list[str]
+
+
+# --- staking, slashing, disputes (issue 3) ---------------------------------------------
+
+
+class StakeCreate(_Wire):
+    amount: int = Field(gt=0, description="micro-DUCK to move from the wallet into stake")
+
+
+class UnbondingPublic(_Wire):
+    id: str
+    amount: int
+    requested_at: float
+    release_at: float
+    state: Literal["unbonding", "released"]
+    released: int
+
+
+class StakePublic(_Wire):
+    address: str
+    staked: int = Field(description="balance of stake:<address>, unbonding included")
+    unbonding: int = Field(description="requested out, still slashable until released")
+    effective: int = Field(description="staked − unbonding: what counts for matching")
+    min_stake: int
+    eligible: bool = Field(description="effective ≥ min_stake: may receive paid work")
+    priority: int = Field(description="queue priority this stake gives the address's jobs")
+    unbondings: list[UnbondingPublic]
+
+
+class SlashPublic(_Wire):
+    id: str
+    node: str
+    job_id: str | None
+    task_id: str | None
+    amount: int
+    reason: str
+    evidence: dict[str, Any]
+    tx_id: str | None
+    at: float
+
+
+class SlashListPublic(_Wire):
+    slashes: list[SlashPublic]
+
+
+class DisputeCreate(_Wire):
+    reason: str = Field(default="", max_length=2000)
+
+
+class DisputePublic(_Wire):
+    id: str
+    job_id: str
+    client: str
+    state: Literal["open", "upheld", "overturned", "inconclusive"]
+    fee: int
+    escrowed: int
+    reason: str
+    outcome: dict[str, Any]
+    opened_at: float
+    resolved_at: float | None
+
+
+# --- market, explain, rentals (issue 3) ------------------------------------------------
+
+
+class MarketNodesPublic(_Wire):
+    nodes: list[NodePublic]
+    total: int = Field(description="matches before the limit")
+
+
+class ExplainEntry(_Wire):
+    node: str
+    name: str
+    eligible: bool
+    reason: str | None = Field(description="the first rule that excludes it (None: eligible)")
+    detail: str
+
+
+class ExplainTask(_Wire):
+    task_id: str
+    role: str
+    state: TaskState
+    candidates: list[ExplainEntry]
+
+
+class ExplainPublic(_Wire):
+    job_id: str
+    state: JobState
+    summary: str
+    tasks: list[ExplainTask]
+
+
+class RentalCreate(_Wire):
+    nodes: list[Address] = Field(default_factory=list, max_length=64)
+    gpus: int | None = Field(default=None, ge=1, le=512, description="pick nodes with this many")
+    hours: float = Field(gt=0, le=24 * 365)
+    budget: int = Field(gt=0, description="most micro-DUCK the rental may escrow")
+
+
+class RentalNodePublic(_Wire):
+    node: str
+    price_per_hour: int
+    online_s: float
+    paid: int
+
+
+class RentalPublic(_Wire):
+    id: str
+    client: str
+    state: Literal["active", "ended", "cancelled"]
+    hours: float
+    price_per_hour: int
+    escrowed: int
+    paid: int
+    fee: int
+    refunded: int
+    started_at: float
+    ends_at: float
+    ended_at: float | None
+    nodes: list[RentalNodePublic]
+
+
+class RentalListPublic(_Wire):
+    rentals: list[RentalPublic]

@@ -4,10 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Blob", "Event", "Job", "Node", "Task"]
+__all__ = [
+    "Base",
+    "Blob",
+    "Dispute",
+    "Event",
+    "Honeypot",
+    "Job",
+    "Node",
+    "NodeTrust",
+    "Rental",
+    "RentalNode",
+    "Slash",
+    "Task",
+    "Unbonding",
+]
+
+NEUTRAL = 0.5  # where every reputation part starts (see verify/reputation.py)
 
 
 class Base(DeclarativeBase):
@@ -29,6 +55,22 @@ class Node(Base):
     last_seen_at: Mapped[float] = mapped_column(Float, index=True)
     tasks_completed: Mapped[int] = mapped_column(Integer, default=0)
     tasks_failed: Mapped[int] = mapped_column(Integer, default=0)
+    # --- market and trust (issue 3) ---
+    region: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    price_per_hour: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default="0"
+    )  # micro-DUCK per hour of rental; 0 = not for rent
+    verifier: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default="0"
+    )  # marked by the operator: runs `reference` re-checks
+    behaviour: Mapped[str] = mapped_column(
+        String(16), default="honest", server_default="honest"
+    )  # development-mode test nodes only; never used by any decision
+    rep_validity: Mapped[float] = mapped_column(Float, default=NEUTRAL, server_default="0.5")
+    rep_timeliness: Mapped[float] = mapped_column(Float, default=NEUTRAL, server_default="0.5")
+    rep_uptime: Mapped[float] = mapped_column(Float, default=NEUTRAL, server_default="0.5")
+    results_valid: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    results_invalid: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Blob(Base):
@@ -64,12 +106,24 @@ class Job(Base):
     result_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    # --- verification, priority, rentals (issue 3) ---
+    policy: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+    replicas: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    quorum: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    max_replicas: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rental_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    completed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Honeypots: coordinator-owned known-answer jobs. Hidden from nodes (never in a lease).
+    honeypot: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    expected_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
         Index("ix_tasks_state_queued_at", "state", "queued_at"),
+        Index("ix_tasks_state_priority_queued_at", "state", "priority", "queued_at"),
         Index("ix_tasks_state_lease_expires_at", "state", "lease_expires_at"),
     )
 
@@ -90,6 +144,23 @@ class Task(Base):
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     output_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     paid: Mapped[int] = mapped_column(BigInteger, default=0)
+    # --- verification and payment visibility (issue 3) ---
+    role: Mapped[str] = mapped_column(
+        String(16), default="primary", server_default="primary"
+    )  # primary | replica | check | reference | dispute | honeypot
+    verdict: Mapped[str] = mapped_column(
+        String(16), default="pending", server_default="pending"
+    )  # pending | valid | invalid | unchecked (accepted without a check)
+    payment_state: Mapped[str] = mapped_column(
+        String(16), default="escrowed", server_default="escrowed"
+    )  # escrowed | paid | refunded | slashed | unpaid | rental
+    payment_tx: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pinned_node: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    verifier_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    min_reputation: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    dispute_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    rental_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class Event(Base):
@@ -104,3 +175,108 @@ class Event(Base):
     node: Mapped[str | None] = mapped_column(String(42), nullable=True, index=True)
     address: Mapped[str | None] = mapped_column(String(42), nullable=True, index=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class NodeTrust(Base):
+    """Adaptive replication state per (node, workload): BOINC's consecutive valid count."""
+
+    __tablename__ = "node_trust"
+
+    node: Mapped[str] = mapped_column(String(42), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    consecutive_valid: Mapped[int] = mapped_column(Integer, default=0)
+    valid: Mapped[int] = mapped_column(Integer, default=0)
+    invalid: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Unbonding(Base):
+    """Stake on its way out: still in ``stake:<addr>`` (slashable) until ``release_at``."""
+
+    __tablename__ = "unbondings"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    address: Mapped[str] = mapped_column(String(42), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    requested_at: Mapped[float] = mapped_column(Float)
+    release_at: Mapped[float] = mapped_column(Float, index=True)
+    state: Mapped[str] = mapped_column(String(16))  # unbonding | released
+    released: Mapped[int] = mapped_column(BigInteger, default=0)  # less if slashed meanwhile
+    tx_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Slash(Base):
+    """A stake penalty with the evidence that justified it."""
+
+    __tablename__ = "slashes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    node: Mapped[str] = mapped_column(String(42), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    task_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(32))  # lost_vote | honeypot | reference | dispute
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tx_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    at: Mapped[float] = mapped_column(Float)
+
+
+class Dispute(Base):
+    __tablename__ = "disputes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(32), index=True)
+    client: Mapped[str] = mapped_column(String(42), index=True)
+    state: Mapped[str] = mapped_column(String(16))  # open | upheld | overturned | inconclusive
+    fee: Mapped[int] = mapped_column(BigInteger)
+    escrowed: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    opened_at: Mapped[float] = mapped_column(Float)
+    resolved_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Rental(Base):
+    """Nodes reserved for one client; escrow paid out per minute of online time."""
+
+    __tablename__ = "rentals"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    client: Mapped[str] = mapped_column(String(42), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # active | ended | cancelled
+    hours: Mapped[float] = mapped_column(Float)
+    price_per_hour: Mapped[int] = mapped_column(BigInteger)  # sum over the rented nodes
+    escrowed: Mapped[int] = mapped_column(BigInteger)
+    paid: Mapped[int] = mapped_column(BigInteger, default=0)  # to providers + fee
+    fee: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    started_at: Mapped[float] = mapped_column(Float)
+    ends_at: Mapped[float] = mapped_column(Float, index=True)
+    settled_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RentalNode(Base):
+    __tablename__ = "rental_nodes"
+
+    rental_id: Mapped[str] = mapped_column(ForeignKey("rentals.id"), primary_key=True)
+    node: Mapped[str] = mapped_column(String(42), primary_key=True, index=True)
+    price_per_hour: Mapped[int] = mapped_column(BigInteger)
+    online_s: Mapped[float] = mapped_column(Float, default=0.0)  # accrued billable time
+    paid: Mapped[int] = mapped_column(BigInteger, default=0)  # gross, fee included
+
+
+class Honeypot(Base):
+    """A known answer: a task whose correct output was established by agreeing replicas."""
+
+    __tablename__ = "honeypots"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    inputs: Mapped[dict[str, str]] = mapped_column(JSON)
+    units: Mapped[int] = mapped_column(BigInteger)
+    output_sha256: Mapped[str] = mapped_column(String(64))
+    source_job: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[float] = mapped_column(Float)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
