@@ -39,17 +39,29 @@ class Net:
         price: int = 400,
         kinds: tuple[str, ...] = ("ml.linear_regression", "ml.kmeans", "ml.pca"),
         slots: int = 2,
+        stake: int | None = None,
+        hardware: Hardware | None = None,
+        region: str = "",
+        price_per_hour: int = 0,
+        name: str = "test-node",
     ) -> Client:
+        """A registered node, staked with ``min_stake`` (funded by the faucet) by default."""
         client = self.client()
         client.register_node(
             NodeRegister(
-                name="test-node",
-                hardware=Hardware(cpu_cores=2, ram_bytes=2**30),
+                name=name,
+                hardware=hardware or Hardware(cpu_cores=2, ram_bytes=2**30),
                 price_per_unit=price,
                 slots=slots,
                 workloads=list(kinds),
+                region=region,
+                price_per_hour=price_per_hour,
             )
         )
+        amount = self.rt.settings.min_stake if stake is None else stake
+        if amount > 0:
+            client.faucet(amount)
+            client.stake(amount)
         return client
 
     def csv(self, text: str = "x,y\n1,3\n2,5\n3,7\n4,9\n", name: str = "line.csv") -> Path:
@@ -71,6 +83,7 @@ def settings_factory(tmp_path: Path, db_url: str) -> Callable[..., Settings]:
             "access_log": False,
             "log_level": "WARNING",
             "sweep_interval_s": 3600.0,  # tests drive sweep_once() themselves
+            "match_window_s": 0.0,  # no head start for better nodes unless a test wants one
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

@@ -29,6 +29,8 @@ from quackmesh.core.errors import QuackMeshError, RateLimited, error_class_for_c
 from quackmesh.core.schemas import (
     BalancePublic,
     BlobPublic,
+    DisputeCreate,
+    DisputePublic,
     FaucetCreate,
     HeartbeatCreate,
     HeartbeatPublic,
@@ -43,8 +45,13 @@ from quackmesh.core.schemas import (
     NodePublic,
     NodeRegister,
     ReleaseCreate,
+    SlashListPublic,
+    SlashPublic,
+    StakeCreate,
+    StakePublic,
     TaskReport,
     TaskReportPublic,
+    Verification,
 )
 from quackmesh.core.wallet import Wallet
 
@@ -142,6 +149,8 @@ class _Api:
         max_attempts: int,
         timeout_s: float,
         memory_mb: int,
+        verification: Verification | None = None,
+        rental_id: str | None = None,
     ) -> _Call:
         body = JobCreate(
             kind=kind,
@@ -151,6 +160,8 @@ class _Api:
             max_attempts=max_attempts,
             timeout_s=timeout_s,
             memory_mb=memory_mb,
+            verification=verification or Verification(),
+            rental_id=rental_id,
         )
         return _Call("POST", "/v1/jobs", json=_body(body))
 
@@ -237,12 +248,24 @@ class Client:
         max_attempts: int = 3,
         timeout_s: float = 600.0,
         memory_mb: int = 2048,
+        verification: Verification | None = None,
+        rental_id: str | None = None,
     ) -> JobPublic:
         """Upload ``data`` (as input ``data``) unless ``inputs`` names blobs, then submit."""
         named = dict(inputs or {})
         if data is not None:
             named["data"] = self.upload(data).sha256
-        call = _Api.job_create(kind, named, params, max_price, max_attempts, timeout_s, memory_mb)
+        call = _Api.job_create(
+            kind,
+            named,
+            params,
+            max_price,
+            max_attempts,
+            timeout_s,
+            memory_mb,
+            verification,
+            rental_id,
+        )
         return self._model(call, JobPublic)
 
     def status(self, job_id: str) -> JobPublic:
@@ -296,6 +319,38 @@ class Client:
 
     def nodes(self) -> list[NodePublic]:
         return [NodePublic.model_validate(n) for n in self._send(_Call("GET", "/v1/nodes")).json()]
+
+    # --- staking, slashes, disputes ----------------------------------------------------
+    def stake(self, amount: int) -> StakePublic:
+        """Move ``amount`` micro-DUCK from the wallet into stake."""
+        return self._model(
+            _Call("POST", "/v1/stake", json=_body(StakeCreate(amount=amount))), StakePublic
+        )
+
+    def unstake(self, amount: int) -> StakePublic:
+        """Start unbonding ``amount``; it reaches the wallet after the unbonding period."""
+        return self._model(
+            _Call("POST", "/v1/stake/unstake", json=_body(StakeCreate(amount=amount))),
+            StakePublic,
+        )
+
+    def stake_info(self, address: str | None = None) -> StakePublic:
+        return self._model(_Call("GET", f"/v1/stake/{address or self.address}"), StakePublic)
+
+    def slashes(self, *, node: str | None = None, job_id: str | None = None) -> list[SlashPublic]:
+        params = {k: v for k, v in (("node", node), ("job_id", job_id)) if v is not None}
+        return self._model(_Call("GET", "/v1/slashes", params=params), SlashListPublic).slashes
+
+    def dispute(self, job_id: str, *, reason: str = "") -> DisputePublic:
+        """Dispute a finished job: extra replicas on high-reputation nodes re-check it."""
+        body = DisputeCreate(reason=reason)
+        return self._model(
+            _Call("POST", f"/v1/jobs/{job_id}/dispute", json=_body(body)), DisputePublic
+        )
+
+    def disputes(self, job_id: str) -> list[DisputePublic]:
+        response = self._send(_Call("GET", f"/v1/jobs/{job_id}/disputes"))
+        return [DisputePublic.model_validate(d) for d in response.json()]
 
     # --- provider side -----------------------------------------------------------------
     def register_node(self, body: NodeRegister) -> NodePublic:
@@ -402,11 +457,23 @@ class AsyncClient:
         max_attempts: int = 3,
         timeout_s: float = 600.0,
         memory_mb: int = 2048,
+        verification: Verification | None = None,
+        rental_id: str | None = None,
     ) -> JobPublic:
         named = dict(inputs or {})
         if data is not None:
             named["data"] = (await self.upload(data)).sha256
-        call = _Api.job_create(kind, named, params, max_price, max_attempts, timeout_s, memory_mb)
+        call = _Api.job_create(
+            kind,
+            named,
+            params,
+            max_price,
+            max_attempts,
+            timeout_s,
+            memory_mb,
+            verification,
+            rental_id,
+        )
         return await self._model(call, JobPublic)
 
     async def status(self, job_id: str) -> JobPublic:

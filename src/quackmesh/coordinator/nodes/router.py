@@ -7,11 +7,13 @@ import time
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from quackmesh.coordinator.db.models import Node
 from quackmesh.coordinator.deps import RuntimeDep, Signer
 from quackmesh.coordinator.nodes.liveness import Beat
 from quackmesh.coordinator.nodes.service import get_node, node_public, register_node
+from quackmesh.coordinator.scheduler.views import node_views
 from quackmesh.core.schemas import (
     HeartbeatCreate,
     HeartbeatPublic,
@@ -28,8 +30,15 @@ router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 def register(body: NodeRegister, signer: Signer, rt: RuntimeDep) -> NodePublic:
     """Register (or re-register) the signing address as a provider node."""
     with rt.sessions.begin() as session:
-        node = register_node(session, address=signer, body=body, known_kinds=list_kinds())
-        public = node_public(node)
+        node = register_node(
+            session,
+            address=signer,
+            body=body,
+            known_kinds=list_kinds(),
+            dev_mode=rt.settings.dev_mode,
+        )
+        session.flush()
+        public = _public(rt, session, [node])[0]
     rt.liveness.set_status(signer, NodeStatus.ONLINE)
     return public
 
@@ -62,10 +71,18 @@ def list_nodes(
         stmt = select(Node).order_by(Node.registered_at).limit(max(1, min(limit, 5000)))
         if status is not None:
             stmt = stmt.where(Node.status == status.value)
-        return [node_public(n) for n in session.scalars(stmt)]
+        return _public(rt, session, list(session.scalars(stmt)))
 
 
 @router.get("/{address}", response_model=NodePublic)
 def read_node(address: str, rt: RuntimeDep) -> NodePublic:
     with rt.reads() as session:
-        return node_public(get_node(session, address))
+        return _public(rt, session, [get_node(session, address)])[0]
+
+
+def _public(rt: RuntimeDep, session: Session, nodes: list[Node]) -> list[NodePublic]:
+    views = node_views(rt.ledger, session, nodes)
+    return [
+        node_public(n, stake=views[n.address].stake, rental_id=views[n.address].rental_id)
+        for n in nodes
+    ]

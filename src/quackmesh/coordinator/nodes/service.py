@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from quackmesh.coordinator.db.models import Node, Task
 from quackmesh.coordinator.events.service import emit
 from quackmesh.coordinator.nodes.liveness import Beat, Liveness
-from quackmesh.core.errors import NodeNotFound, ValidationFailed
+from quackmesh.coordinator.verify.reputation import Reputation
+from quackmesh.core.errors import DevModeOnly, NodeNotFound, ValidationFailed
 from quackmesh.core.schemas import NodePublic, NodeRegister, NodeStatus, TaskState
 
 __all__ = ["flush_beats", "get_node", "mark_silent_offline", "node_public", "register_node"]
@@ -19,7 +20,9 @@ __all__ = ["flush_beats", "get_node", "mark_silent_offline", "node_public", "reg
 log = logging.getLogger("quackmesh.coordinator.nodes")
 
 
-def node_public(node: Node) -> NodePublic:
+def node_public(node: Node, *, stake: int = 0, rental_id: str | None = None) -> NodePublic:
+    """The public view of a node; ``stake`` and ``rental_id`` come from the matching views."""
+    rep = Reputation(node.rep_validity, node.rep_timeliness, node.rep_uptime)
     return NodePublic.model_validate(
         {
             "address": node.address,
@@ -33,13 +36,36 @@ def node_public(node: Node) -> NodePublic:
             "last_seen_at": node.last_seen_at,
             "tasks_completed": node.tasks_completed,
             "tasks_failed": node.tasks_failed,
+            "region": node.region,
+            "price_per_hour": node.price_per_hour,
+            "verifier": node.verifier,
+            "stake": stake,
+            "rental_id": rental_id,
+            "reputation": {
+                "score": rep.score,
+                "validity": round(node.rep_validity, 6),
+                "timeliness": round(node.rep_timeliness, 6),
+                "uptime": round(node.rep_uptime, 6),
+                "results_valid": node.results_valid,
+                "results_invalid": node.results_invalid,
+            },
         }
     )
 
 
 def register_node(
-    session: Session, *, address: str, body: NodeRegister, known_kinds: list[str]
+    session: Session,
+    *,
+    address: str,
+    body: NodeRegister,
+    known_kinds: list[str],
+    dev_mode: bool = False,
 ) -> Node:
+    if body.behaviour != "honest" and not dev_mode:
+        raise DevModeOnly(
+            f"behaviour {body.behaviour!r} is for test networks only (development mode)",
+            field="behaviour",
+        )
     unknown = sorted(set(body.workloads) - set(known_kinds))
     if unknown:
         raise ValidationFailed(
@@ -56,6 +82,9 @@ def register_node(
         "slots": body.slots,
         "workloads": sorted(set(body.workloads)),
         "version": body.version,
+        "region": body.region,
+        "price_per_hour": body.price_per_hour,
+        "behaviour": body.behaviour,
         "status": NodeStatus.ONLINE.value,
         "last_seen_at": now,
     }

@@ -39,7 +39,7 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
 def _claim(rt: Runtime, address: str, max_tasks: int, base_url: str) -> list[TaskLease]:
     with rt.reads() as session:
-        if not has_work(session, address=address):
+        if not has_work(rt, session, address=address, now=time.time()):
             return []
     with rt.sessions.begin() as session:
         node = get_node(session, address)

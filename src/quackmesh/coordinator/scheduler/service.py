@@ -1,8 +1,8 @@
 """Lease rules: claim, report failure, release, expire.
 
-A node may lease a queued task when it is online, advertises the task's workload, asks
-no more than the job's max price, and has not already failed that task. Tasks go first
-in, first out. On PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so several
+A node may lease a queued task when no rule of :mod:`.rules` excludes it (online, the
+workload advertised, price, stake, rental, replicas on distinct nodes, verifier,
+reputation, the match window). Tasks go by queue priority, then first in, first out. On PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so several
 coordinator replicas never hand one task out twice; on SQLite ``BEGIN IMMEDIATE``
 serialises writers. Lock order is always job before task (as in cancel): the scans here
 take both rows with SKIP LOCKED, so a busy job is skipped rather than waited for, and
@@ -25,6 +25,8 @@ from quackmesh.coordinator.db.models import Job, Node, Task
 from quackmesh.coordinator.events.service import emit
 from quackmesh.coordinator.jobs.service import fail_job
 from quackmesh.coordinator.runtime import Runtime
+from quackmesh.coordinator.scheduler.rules import NodeView, exclusion
+from quackmesh.coordinator.scheduler.views import node_views, task_view
 from quackmesh.core.errors import InvalidState, LeaseLost, TaskNotFound
 from quackmesh.core.schemas import InputRef, JobState, NodeStatus, TaskLease, TaskLimits, TaskState
 
@@ -41,25 +43,44 @@ __all__ = [
 SCAN_FACTOR = 4  # rows scanned per task wanted, to skip ones this node may not take
 
 
-def _claimable(node: Node) -> Any:
-    return (
+def _claimable(node: Node, rental_id: str | None) -> Any:
+    """SQL pre-filter (workload, rental, price); :func:`exclusion` decides the rest."""
+    stmt = (
         select(Task, Job)
         .join(Job, Job.id == Task.job_id)
-        .where(
-            Task.state == TaskState.QUEUED.value,
-            Task.kind.in_(node.workloads),
-            Task.max_price >= node.price_per_unit,
-        )
+        .where(Task.state == TaskState.QUEUED.value, Task.kind.in_(node.workloads))
     )
+    if rental_id is not None:
+        return stmt.where(Task.rental_id == rental_id)
+    return stmt.where(Task.rental_id.is_(None), Task.max_price >= node.price_per_unit)
 
 
-def has_work(session: Session, *, address: str) -> bool:
+def _view(rt: Runtime, session: Session, node: Node) -> NodeView:
+    return node_views(rt.ledger, session, [node])[node.address]
+
+
+def _eligible(rt: Runtime, view: NodeView, task: Task, job: Job, now: float) -> bool:
+    reason = exclusion(
+        view,
+        task_view(task, job),
+        min_stake=rt.settings.min_stake,
+        now=now,
+        window_s=rt.settings.match_window_s,
+        check_busy=False,
+    )
+    return reason is None
+
+
+def has_work(rt: Runtime, session: Session, *, address: str, now: float) -> bool:
     """Read-only: could this node claim anything now? (Keeps idle polls off the write lock.)"""
     node = session.get(Node, address)
     if node is None or node.status != NodeStatus.ONLINE.value:
         return node is None  # unknown nodes go on to the claim, which answers 404
-    stmt = _claimable(node).with_only_columns(Task.id, Task.excluded_nodes).limit(64)
-    return any(address not in excluded for _, excluded in session.execute(stmt))
+    view = _view(rt, session, node)
+    if view.busy >= view.slots or view.stake < rt.settings.min_stake:
+        return False
+    stmt = _claimable(node, view.rental_id).limit(64)
+    return any(_eligible(rt, view, task, job, now) for task, job in session.execute(stmt))
 
 
 def claim_tasks(
@@ -67,24 +88,33 @@ def claim_tasks(
 ) -> list[tuple[Task, Job]]:
     if node.status != NodeStatus.ONLINE.value:
         return []
-    stmt = _claimable(node).order_by(Task.queued_at).limit(max_tasks * SCAN_FACTOR + 8)
+    view = _view(rt, session, node)
+    max_tasks = min(max_tasks, view.slots - view.busy)
+    if max_tasks <= 0 or view.stake < rt.settings.min_stake:
+        return []
+    stmt = (
+        _claimable(node, view.rental_id)
+        .order_by(Task.priority.desc(), Task.queued_at)
+        .limit(max_tasks * SCAN_FACTOR + 8)
+    )
     if is_postgres(str(rt.engine.url)):
         stmt = stmt.with_for_update(skip_locked=True, of=[Task, Job])
     claimed: list[tuple[Task, Job]] = []
     for task, job in session.execute(stmt):
-        if node.address in task.excluded_nodes:
+        if not _eligible(rt, view, task, job, now):
             continue
         task.state = TaskState.LEASED.value
         task.node = node.address
         task.lease_id = secrets.token_hex(12)
         task.lease_expires_at = now + rt.settings.lease_s
-        task.price_per_unit = node.price_per_unit
+        task.price_per_unit = 0 if task.rental_id else node.price_per_unit
         task.attempts += 1
         task.leased_at = now
         if job.state == JobState.QUEUED.value:
             job.state = JobState.RUNNING.value
             job.updated_at = now
-            emit(session, "job.running", job_id=job.id, address=job.owner, at=now)
+            if not job.honeypot:
+                emit(session, "job.running", job_id=job.id, address=job.owner, at=now)
         emit(
             session,
             "task.leased",
