@@ -2,11 +2,13 @@
 
 A node may lease a queued task when no rule of :mod:`.rules` excludes it (online, the
 workload advertised, price, stake, rental, replicas on distinct nodes, verifier,
-reputation, the match window). Tasks go by queue priority, then first in, first out. On PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so several
-coordinator replicas never hand one task out twice; on SQLite ``BEGIN IMMEDIATE``
-serialises writers. Lock order is always job before task (as in cancel): the scans here
-take both rows with SKIP LOCKED, so a busy job is skipped rather than waited for, and
-no two transactions can wait on each other. A lease carries a ``lease_id``: a report is only accepted from the
+reputation, the match window). Tasks go by queue priority, then first in, first out.
+
+On PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so several coordinator replicas
+never hand one task out twice; on SQLite ``BEGIN IMMEDIATE`` serialises writers. Lock
+order is always job before task (as in cancel): the scans here take both rows with SKIP
+LOCKED, so a busy job is skipped rather than waited for, and no two transactions can
+wait on each other. A lease carries a ``lease_id``: a report is only accepted from the
 holder of the current lease, so a node that lost its lease is never paid.
 """
 
