@@ -138,7 +138,7 @@ def test_expired_lease_is_requeued_and_only_the_new_holder_is_paid(
     assert balances(net, wallet_account(slow.address), wallet_account(fast.address)) == [0, 380]
     settlements = [json.loads(line) for line in client.ledger_journal().splitlines()]
     assert (
-        sum(1 for tx in settlements if tx["kind"] == "settle" and tx["ref"] == fresh.task_id) == 1
+        sum(1 for tx in settlements if tx["kind"] == "settle" and tx["ref"] == job.id) == 1
     )
 
 

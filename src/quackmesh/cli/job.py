@@ -1,4 +1,4 @@
-"""``quackmesh job submit|status|result|cancel|list``."""
+"""``quackmesh job submit|status|result|cancel|list|explain``."""
 
 from __future__ import annotations
 
@@ -206,3 +206,38 @@ def list_(
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.created_at)),
         )
     console.print(table)
+
+
+@app.command()
+@handle_errors
+def explain(
+    job_id: str,
+    wallet: WalletOpt = None,
+    coordinator: CoordOpt = DEFAULT_COORDINATOR,
+    json_out: JsonOpt = False,
+) -> None:
+    """Why a job waits: every node, and the rule that keeps it from each waiting task."""
+    with Client(coordinator, load_wallet(wallet)) as client:
+        report = client.explain(job_id)
+    if json_out:
+        print_json(report.model_dump(mode="json"))
+        return
+    for task in report.tasks:
+        table = Table(
+            "node",
+            "name",
+            "eligible",
+            "reason",
+            "detail",
+            title=f"task {task.task_id} ({task.role}, {task.state.value})",
+        )
+        for c in task.candidates:
+            table.add_row(
+                f"{c.node[:10]}…",
+                c.name,
+                "[green]✓[/]" if c.eligible else "[red]✗[/]",
+                c.reason or "-",
+                c.detail,
+            )
+        console.print(table)
+    console.print(f"{report.job_id} {report.state.value}: {report.summary}", highlight=False)

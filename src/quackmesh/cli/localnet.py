@@ -83,12 +83,19 @@ class LocalNetwork:
         heartbeat_s: float = 2.0,
         prefix: list[str] | None = None,
         coordinator: str | None = None,
+        stake: int | None = None,
+        behaviours: list[str] | None = None,
+        price_per_hour: int = 0,
+        extra_args: list[str] | None = None,
     ) -> list[subprocess.Popen[bytes]]:
         """Start ``count`` node subprocesses, each with a fresh wallet in home/nodes/.
 
         ``prefix`` wraps the command (e.g. ``ip netns exec NS`` to run it on another
         "host"); ``coordinator`` is the URL the node dials (default: this network's).
+        Each node stakes ``stake`` (default: the coordinator's minimum), minted by the
+        development faucet; ``behaviours`` gives node i a test behaviour (dev mode only).
         """
+        stake = self.settings.min_stake if stake is None else stake
         wallet_dir = self.settings.home / "nodes"
         logs = self.settings.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -108,7 +115,14 @@ class LocalNetwork:
                 "--coordinator", coordinator or self.url, "--wallet", str(path),
                 "--price", format_duck(price, symbol=False), "--slots", str(slots),
                 "--name", f"demo-node-{i}", "--heartbeat", str(heartbeat_s),
+                "--price-per-hour", format_duck(price_per_hour, symbol=False),
             ]  # fmt: skip
+            if stake > 0:
+                cmd += ["--stake", format_duck(stake, symbol=False), "--faucet"]
+            behaviour = (behaviours or [])[i - start] if i - start < len(behaviours or []) else ""
+            if behaviour:
+                cmd += ["--behaviour", behaviour]
+            cmd += extra_args or []
             with (logs / f"node-{i}.log").open("wb") as log:
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
             self.nodes.append(proc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from quackmesh import __version__
-from quackmesh.cli import demo, job, ledger, node, up, wallet
+from quackmesh.cli import demo, job, ledger, market, node, up, wallet
 
 app = typer.Typer(
     name="quackmesh",
@@ -17,6 +17,7 @@ app.add_typer(wallet.app, name="wallet")
 app.add_typer(node.app, name="node")
 app.add_typer(job.app, name="job")
 app.add_typer(ledger.app, name="ledger")
+app.add_typer(market.app, name="market")
 app.command("up")(up.up)
 app.command("demo")(demo.demo)
 

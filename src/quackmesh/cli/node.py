@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -19,10 +20,25 @@ from quackmesh.cli.common import (
     handle_errors,
     load_wallet,
     parse_amount,
+    print_json,
 )
 from quackmesh.cli.exit_codes import ExitCode
+from quackmesh.cli.wallet import CoordOpt, JsonOpt, WalletOpt
+from quackmesh.core.money import format_duck
+from quackmesh.core.schemas import Behaviour, StakePublic
+from quackmesh.core.wallet import Wallet
+from quackmesh.sdk import Client
 
-app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
+app = typer.Typer(help="Run a provider node and manage its stake.", no_args_is_help=True)
+
+BEHAVIOURS: tuple[Behaviour, ...] = ("honest", "wrong", "lazy", "flaky")
+
+
+def _behaviour(value: str) -> Behaviour:
+    for known in BEHAVIOURS:
+        if value == known:
+            return known
+    die(f"--behaviour must be one of {', '.join(BEHAVIOURS)}", ExitCode.USAGE)
 
 
 @app.command()
@@ -44,6 +60,23 @@ def start(
     isolate_network: Annotated[
         bool, typer.Option(help="run tasks without network (root + unshare)")
     ] = False,
+    region: Annotated[str, typer.Option(help="region label shown in the marketplace")] = "",
+    price_per_hour: Annotated[
+        str, typer.Option(help="DUCK per hour for rentals; 0 = not for rent")
+    ] = "0",
+    stake: Annotated[
+        str | None,
+        typer.Option(help="at start, top the stake up to this many DUCK [default: no change]"),
+    ] = None,
+    faucet: Annotated[
+        bool, typer.Option(help="development mode: mint the DUCK the --stake top-up needs")
+    ] = False,
+    behaviour: Annotated[
+        str,
+        typer.Option(
+            help="test networks only: honest|wrong|lazy|flaky (refused outside development mode)"
+        ),
+    ] = "honest",
 ) -> None:
     """Join a coordinator: register, heartbeat, lease tasks and run them sandboxed.
 
@@ -63,6 +96,11 @@ def start(
         heartbeat_s=heartbeat,
         drain_timeout_s=drain_timeout,
         isolate_network=isolate_network,
+        region=region,
+        price_per_hour=parse_amount(price_per_hour, "--price-per-hour"),
+        stake=parse_amount(stake, "--stake") if stake is not None else 0,
+        faucet=faucet,
+        behaviour=_behaviour(behaviour),
     )
     agent = NodeAgent(
         config, load_wallet(wallet), on_event=lambda msg: console.print(msg, highlight=False)
@@ -74,3 +112,95 @@ def start(
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     agent.run()
+
+
+def _print_stake(info: StakePublic, json_out: bool) -> None:
+    if json_out:
+        print_json(info.model_dump())
+        return
+    state = "[green]eligible[/]" if info.eligible else "[yellow]below the minimum[/]"
+    console.print(
+        f"{info.address}: staked {format_duck(info.staked)}, unbonding"
+        f" {format_duck(info.unbonding)}, effective {format_duck(info.effective)}"
+        f" (minimum {format_duck(info.min_stake)}: {state}); queue priority {info.priority}",
+        highlight=False,
+    )
+    for row in info.unbondings:
+        if row.state == "unbonding":
+            left = max(0.0, row.release_at - time.time())
+            console.print(
+                f"  unbonding {format_duck(row.amount)}: released in {left / 3600:.1f} h "
+                "(slashable until then)",
+                highlight=False,
+            )
+
+
+@app.command("stake")
+@handle_errors
+def stake_cmd(
+    amount: Annotated[str, typer.Argument(help="DUCK to move from the wallet into stake")],
+    wallet: WalletOpt = None,
+    coordinator: CoordOpt = DEFAULT_COORDINATOR,
+    json_out: JsonOpt = False,
+) -> None:
+    """Stake DUCK: nodes need the minimum stake for paid work; more stake ranks higher."""
+    with Client(coordinator, load_wallet(wallet)) as client:
+        info = client.stake(parse_amount(amount, "amount"))
+    _print_stake(info, json_out)
+
+
+@app.command("unstake")
+@handle_errors
+def unstake_cmd(
+    amount: Annotated[str, typer.Argument(help="DUCK to take out of stake")],
+    wallet: WalletOpt = None,
+    coordinator: CoordOpt = DEFAULT_COORDINATOR,
+    json_out: JsonOpt = False,
+) -> None:
+    """Start unbonding: the DUCK stop counting now and reach the wallet after the
+    unbonding period; until then they can still be slashed."""
+    with Client(coordinator, load_wallet(wallet)) as client:
+        info = client.unstake(parse_amount(amount, "amount"))
+    _print_stake(info, json_out)
+
+
+@app.command("status")
+@handle_errors
+def status_cmd(
+    address: Annotated[
+        str | None, typer.Argument(help="node address [default: the wallet's]")
+    ] = None,
+    wallet: WalletOpt = None,
+    coordinator: CoordOpt = DEFAULT_COORDINATOR,
+    json_out: JsonOpt = False,
+) -> None:
+    """A node's status, reputation (with its parts), stake and slashes."""
+    with Client(coordinator, load_wallet(wallet) if address is None else Wallet.create()) as client:
+        who = address or client.address
+        node = client.node(who)
+        info = client.stake_info(who)
+        slashes = client.slashes(node=who)
+    if json_out:
+        print_json(
+            {
+                "node": node.model_dump(),
+                "stake": info.model_dump(),
+                "slashes": [s.model_dump() for s in slashes],
+            }
+        )
+        return
+    rep = node.reputation
+    console.print(f"[bold]{node.name}[/] {node.address}: {node.status.value}", highlight=False)
+    if rep is not None:
+        console.print(
+            f"reputation {rep.score:.3f} (validity {rep.validity:.3f}, timeliness"
+            f" {rep.timeliness:.3f}, uptime {rep.uptime:.3f}; {rep.results_valid} valid,"
+            f" {rep.results_invalid} invalid results)",
+            highlight=False,
+        )
+    _print_stake(info, False)
+    for s in slashes:
+        console.print(
+            f"[red]slashed[/] {format_duck(s.amount)} for {s.reason} (job {s.job_id}, tx {s.tx_id})",
+            highlight=False,
+        )

@@ -20,11 +20,13 @@ from quackmesh.coordinator.db.migrate import is_at_head, upgrade
 from quackmesh.coordinator.deps import RuntimeDep
 from quackmesh.coordinator.events.service import list_events
 from quackmesh.coordinator.jobs.router import router as jobs_router
+from quackmesh.coordinator.market.router import router as market_router
 from quackmesh.coordinator.nodes.liveness import Liveness
 from quackmesh.coordinator.nodes.router import router as nodes_router
 from quackmesh.coordinator.observability import Metrics, RequestContextMiddleware, configure_logging
 from quackmesh.coordinator.problems import install_problem_handlers
 from quackmesh.coordinator.ratelimit import RateLimiter
+from quackmesh.coordinator.rentals.router import router as rentals_router
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.coordinator.scheduler.router import router as tasks_router
 from quackmesh.coordinator.settings import Settings
@@ -103,7 +105,15 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.state.runtime = rt
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=rt.metrics, access_log=settings.access_log)
-    for router in (nodes_router, tasks_router, jobs_router, blobs_router, accounts_router):
+    for router in (
+        nodes_router,
+        tasks_router,
+        jobs_router,
+        blobs_router,
+        accounts_router,
+        market_router,
+        rentals_router,
+    ):
         app.include_router(router)
 
     @app.get("/healthz", tags=["ops"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import threading
 import time
 from collections import OrderedDict, deque
@@ -121,3 +122,6 @@ class Runtime:
     validated: ValidationCache = field(default_factory=ValidationCache)
     started_at: float = field(default_factory=time.time)
     stop: threading.Event = field(default_factory=threading.Event)
+    # Spot checks and honeypots must be unpredictable to nodes; tests may seed a Random.
+    rng: random.Random = field(default_factory=random.SystemRandom)
+    last_uptime_sample: float = field(default_factory=time.time)

@@ -1,4 +1,5 @@
-"""The coordinator's background loop: flush liveness, detect silent nodes, expire leases."""
+"""The coordinator's background loop: flush liveness, detect silent nodes, expire leases,
+settle rentals."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy import func, select
 
 from quackmesh.coordinator.db.models import Node
 from quackmesh.coordinator.nodes.service import flush_beats, mark_silent_offline
+from quackmesh.coordinator.rentals.service import settle_rentals
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.coordinator.scheduler.service import expire_leases
 from quackmesh.core.schemas import NodeStatus
@@ -37,6 +39,8 @@ def sweep_once(rt: Runtime, *, now: float | None = None) -> int:
         online = session.scalar(
             select(func.count()).select_from(Node).where(Node.status == NodeStatus.ONLINE.value)
         )
+    with rt.sessions.begin() as session:  # after offline detection: silent nodes stop earning
+        settle_rentals(rt, session, now=t)
     rt.metrics.nodes_online.set(online or 0)
     if requeued:
         rt.notifier.notify(requeued)

@@ -206,33 +206,63 @@ class Ledger(ABC):
         One journal transaction instead of a settle plus a refund: half the chain appends
         on the hottest path (every accepted task).
         """
-        amount = _require_amount("amount", amount, positive=False)
-        fee = _require_amount("fee", fee, positive=False)
-        if fee > amount:
-            raise ValidationFailed(f"fee {fee} exceeds amount {amount}", field="fee")
+        refund, _ = self.settle_many(
+            session,
+            escrow=escrow,
+            payouts=[(provider, amount, fee)],
+            owner=owner,
+            ref=ref,
+            memo=memo,
+        )
+        return refund
+
+    def settle_many(
+        self,
+        session: Session,
+        *,
+        escrow: str,
+        payouts: Sequence[tuple[str, int, int]],
+        owner: str | None,
+        ref: str,
+        memo: str = "settle",
+    ) -> tuple[int, PostedTx | None]:
+        """Pay several providers out of ``escrow`` in one transaction.
+
+        ``payouts`` are ``(provider, amount, fee)``: ``amount - fee`` to the provider and
+        ``fee`` to the treasury. With ``owner`` set, whatever is left goes back to the
+        owner's wallet (the escrow is closed); with ``None`` the rest stays in escrow.
+        Returns ``(refund, transaction)``; the transaction is ``None`` if nothing moved.
+        """
+        checked = []
+        for provider, amount, fee in payouts:
+            amount = _require_amount("amount", amount, positive=False)
+            fee = _require_amount("fee", fee, positive=False)
+            if fee > amount:
+                raise ValidationFailed(f"fee {fee} exceeds amount {amount}", field="fee")
+            checked.append((wallet_account(provider), amount, fee))
         escrow = _require_escrow(escrow)
         self._before_escrow_read(session)
         remaining = self.balance(session, escrow)
-        if amount > remaining:
+        total = sum(amount for _, amount, _ in checked)
+        if total > remaining:
             raise InsufficientBalance(
-                f"escrow {escrow} holds {remaining}, cannot pay {amount}",
+                f"escrow {escrow} holds {remaining}, cannot pay {total}",
                 account=escrow,
                 available=remaining,
-                required=amount,
+                required=total,
             )
-        refund = remaining - amount
-        merged: dict[str, int] = {}
-        for account, value in (
-            (escrow, -remaining),
-            (wallet_account(provider), amount - fee),
-            (TREASURY, fee),
-            (wallet_account(owner), refund),
-        ):
-            merged[account] = merged.get(account, 0) + value
+        refund = remaining - total if owner is not None else 0
+        merged: dict[str, int] = {escrow: -(total + refund)}
+        for wallet, amount, fee in checked:
+            merged[wallet] = merged.get(wallet, 0) + amount - fee
+            merged[TREASURY] = merged.get(TREASURY, 0) + fee
+        if owner is not None:
+            back = wallet_account(owner)
+            merged[back] = merged.get(back, 0) + refund
         postings = [Posting(a, v) for a, v in merged.items() if v != 0]
-        if postings:
-            self.post(session, kind="settle", memo=memo, postings=postings, ref=ref)
-        return refund
+        if not postings:
+            return refund, None
+        return refund, self.post(session, kind="settle", memo=memo, postings=postings, ref=ref)
 
     def refund(
         self, session: Session, *, escrow: str, owner: str, ref: str, memo: str = "refund"

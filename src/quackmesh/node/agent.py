@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
 import tempfile
 import threading
@@ -17,15 +18,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from quackmesh import __version__
-from quackmesh.core.canon import sha256_hex
+from quackmesh.core.canon import canonical_json, sha256_hex
 from quackmesh.core.errors import LeaseLost, NodeNotFound, QuackMeshError
 from quackmesh.core.money import format_duck
 from quackmesh.core.schemas import (
     INLINE_RESULT_MAX,
+    Behaviour,
     HeartbeatCreate,
     NodeRegister,
     TaskLease,
@@ -37,7 +40,7 @@ from quackmesh.node.sandbox import SandboxOutcome, run_task
 from quackmesh.sdk import Client
 from quackmesh.workloads import list_kinds
 
-__all__ = ["NodeAgent", "NodeConfig"]
+__all__ = ["NodeAgent", "NodeConfig", "perturb"]
 
 log = logging.getLogger("quackmesh.node")
 
@@ -54,6 +57,11 @@ class NodeConfig:
     workdir: Path | None = None
     isolate_network: bool = False
     workloads: tuple[str, ...] = ()
+    region: str = ""
+    price_per_hour: int = 0
+    stake: int = 0  # at start, top the effective stake up to this (micro-DUCK)
+    faucet: bool = False  # development mode: mint what the stake top-up needs
+    behaviour: Behaviour = "honest"  # test networks only (the coordinator refuses others)
 
 
 @dataclass
@@ -86,6 +94,8 @@ class NodeAgent:
         self.workdir = config.workdir or Path(tempfile.mkdtemp(prefix="quackmesh-node-"))
         self.completed = 0
         self.earned = 0
+        self._rng = random.Random()
+        self._lazy_cache: dict[str, Any] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
     def request_drain(self) -> None:
@@ -103,13 +113,33 @@ class NodeAgent:
             slots=self.config.slots,
             workloads=list(self.config.workloads or list_kinds()),
             version=__version__,
+            region=self.config.region,
+            price_per_hour=self.config.price_per_hour,
+            behaviour=self.config.behaviour,
         )
         node = self.client.register_node(body)
+        self._ensure_stake()
         gpus = ", ".join(g.model for g in self.hardware.gpus) or "no GPU"
         self._emit(
             f"registered {node.address} as '{node.name}': {self.hardware.cpu_cores} cores, "
             f"{self.hardware.ram_bytes / 2**30:.1f} GiB RAM, {gpus}; "
             f"{self.config.slots} slot(s) at {format_duck(self.config.price_per_unit)}/unit"
+        )
+
+    def _ensure_stake(self) -> None:
+        """Top the effective stake up to ``config.stake`` (minting it first with --faucet)."""
+        if self.config.stake <= 0:
+            return
+        info = self.client.stake_info()
+        missing = self.config.stake - info.effective
+        if missing <= 0:
+            return
+        if self.config.faucet:
+            self.client.faucet(missing)
+        info = self.client.stake(missing)
+        self._emit(
+            f"staked {format_duck(missing)}; effective stake {format_duck(info.effective)}"
+            f" (minimum for paid work {format_duck(info.min_stake)})"
         )
 
     def run(self) -> None:
@@ -199,6 +229,8 @@ class NodeAgent:
         lease = item.lease
         taskdir = self.workdir / lease.task_id
         try:
+            if self._misbehave(lease):
+                return
             outcome = self._execute(lease, taskdir, item.cancel)
             if outcome is None:
                 return
@@ -250,13 +282,43 @@ class NodeAgent:
             isolate_network=self.config.isolate_network,
         )
 
+    def _misbehave(self, lease: TaskLease) -> bool:
+        """Test behaviours: ``lazy`` answers from its cache, ``flaky`` fails a third."""
+        behaviour = self.config.behaviour
+        if behaviour == "lazy" and lease.kind in self._lazy_cache:
+            cached = self._lazy_cache[lease.kind]
+            self.client.report(
+                lease.task_id,
+                TaskReport(lease_id=lease.lease_id, outcome="succeeded", output=cached),
+            )
+            self._emit(f"{lease.task_id}: [lazy] reported a copied result without running it")
+            return True
+        if behaviour == "flaky" and self._rng.random() < 1 / 3:
+            self.client.report(
+                lease.task_id,
+                TaskReport(
+                    lease_id=lease.lease_id,
+                    outcome="failed",
+                    failure_reason="crash",
+                    detail="flaky test node",
+                ),
+            )
+            self._emit(f"{lease.task_id}: [flaky] reported a failure")
+            return True
+        return False
+
     def _report(self, lease: TaskLease, outcome: SandboxOutcome) -> None:
         if outcome.ok and outcome.output_path is not None:
             data = outcome.output_path.read_bytes()
+            if self.config.behaviour == "lazy":
+                self._lazy_cache.setdefault(lease.kind, json.loads(data))
+            elif self.config.behaviour == "wrong":
+                data = canonical_json(perturb(json.loads(data), self._rng.uniform(0.2, 0.8)))
+                self._emit(f"{lease.task_id}: [wrong] reporting a perturbed result")
             if len(data) <= INLINE_RESULT_MAX:  # small: inline, one request instead of two
                 inline, sha = json.loads(data), sha256_hex(data)
             else:
-                inline, sha = None, self.client.upload(outcome.output_path).sha256
+                inline, sha = None, self.client.upload(data).sha256
             report = TaskReport(
                 lease_id=lease.lease_id,
                 outcome="succeeded",
@@ -321,3 +383,16 @@ class NodeAgent:
             self.register()
         except (QuackMeshError, httpx.HTTPError) as exc:
             log.warning("re-register failed: %s", exc)
+
+
+def perturb(value: Any, factor: float) -> Any:
+    """A cheater's result: every number scaled by ``1 + factor`` (shape kept, so it parses)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value * (1 + factor) + factor
+    if isinstance(value, list):
+        return [perturb(v, factor) for v in value]
+    if isinstance(value, dict):
+        return {k: perturb(v, factor) for k, v in value.items()}
+    return value

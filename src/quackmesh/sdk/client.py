@@ -31,6 +31,7 @@ from quackmesh.core.schemas import (
     BlobPublic,
     DisputeCreate,
     DisputePublic,
+    ExplainPublic,
     FaucetCreate,
     HeartbeatCreate,
     HeartbeatPublic,
@@ -42,9 +43,13 @@ from quackmesh.core.schemas import (
     LeaseCreate,
     LeasePublic,
     LedgerCheckPublic,
+    MarketNodesPublic,
     NodePublic,
     NodeRegister,
     ReleaseCreate,
+    RentalCreate,
+    RentalListPublic,
+    RentalPublic,
     SlashListPublic,
     SlashPublic,
     StakeCreate,
@@ -320,6 +325,9 @@ class Client:
     def nodes(self) -> list[NodePublic]:
         return [NodePublic.model_validate(n) for n in self._send(_Call("GET", "/v1/nodes")).json()]
 
+    def node(self, address: str) -> NodePublic:
+        return self._model(_Call("GET", f"/v1/nodes/{address}"), NodePublic)
+
     # --- staking, slashes, disputes ----------------------------------------------------
     def stake(self, amount: int) -> StakePublic:
         """Move ``amount`` micro-DUCK from the wallet into stake."""
@@ -351,6 +359,51 @@ class Client:
     def disputes(self, job_id: str) -> list[DisputePublic]:
         response = self._send(_Call("GET", f"/v1/jobs/{job_id}/disputes"))
         return [DisputePublic.model_validate(d) for d in response.json()]
+
+    # --- marketplace -------------------------------------------------------------------
+    def market_nodes(self, **filters: Any) -> MarketNodesPublic:
+        """Nodes matching ``filters`` (``gpu_model="4090", min_ram_gb=16, sort="price"``).
+
+        Filters go to the server as given, so a misspelt one is refused there (422), never
+        silently ignored; ``None`` values are left out and booleans sent as true/false.
+        """
+        params = {
+            k: (str(v).lower() if isinstance(v, bool) else v)
+            for k, v in filters.items()
+            if v is not None
+        }
+        return self._model(_Call("GET", "/v1/market/nodes", params=params), MarketNodesPublic)
+
+    def explain(self, job_id: str) -> ExplainPublic:
+        """Why each waiting task of a job is (not) taken: every node and the rule applied."""
+        return self._model(_Call("GET", f"/v1/jobs/{job_id}/explain"), ExplainPublic)
+
+    # --- rentals -----------------------------------------------------------------------
+    def rent(
+        self,
+        *,
+        nodes: list[str] | None = None,
+        gpus: int | None = None,
+        hours: float,
+        budget: int,
+    ) -> RentalPublic:
+        """Rent ``nodes`` (or ``gpus`` GPUs' worth of the cheapest) for ``hours``.
+
+        The cost (``hours × Σ price_per_hour``, rounded up) is escrowed at once and must
+        not exceed ``budget`` (micro-DUCK); unused time is refunded at the end or on cancel.
+        """
+        body = RentalCreate(nodes=list(nodes or []), gpus=gpus, hours=hours, budget=budget)
+        return self._model(_Call("POST", "/v1/rentals", json=_body(body)), RentalPublic)
+
+    def rentals(self) -> list[RentalPublic]:
+        return self._model(_Call("GET", "/v1/rentals"), RentalListPublic).rentals
+
+    def rental(self, rental_id: str) -> RentalPublic:
+        return self._model(_Call("GET", f"/v1/rentals/{rental_id}"), RentalPublic)
+
+    def cancel_rental(self, rental_id: str) -> RentalPublic:
+        """End a rental now: the time used is paid, the rest of the escrow refunded."""
+        return self._model(_Call("POST", f"/v1/rentals/{rental_id}/cancel", json={}), RentalPublic)
 
     # --- provider side -----------------------------------------------------------------
     def register_node(self, body: NodeRegister) -> NodePublic:

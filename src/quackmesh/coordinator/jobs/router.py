@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+import time
 
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from quackmesh.coordinator.db.models import Dispute
 from quackmesh.coordinator.deps import ReadSigner, RuntimeDep, SubmitSigner
 from quackmesh.coordinator.jobs.service import (
     cancel_job,
@@ -14,7 +18,16 @@ from quackmesh.coordinator.jobs.service import (
     submit_job,
     tasks_of,
 )
-from quackmesh.core.schemas import JobCreate, JobListPublic, JobPublic, JobResultPublic, JobState
+from quackmesh.coordinator.verify.disputes import dispute_public, open_dispute
+from quackmesh.core.schemas import (
+    DisputeCreate,
+    DisputePublic,
+    JobCreate,
+    JobListPublic,
+    JobPublic,
+    JobResultPublic,
+    JobState,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -66,3 +79,27 @@ def cancel(job_id: str, signer: SubmitSigner, rt: RuntimeDep) -> JobPublic:
         job = get_owned_job(session, job_id, signer, for_update=True)
         cancel_job(rt, session, job)
         return job_public(job, tasks_of(session, job.id))
+
+
+@router.post("/{job_id}/dispute", response_model=DisputePublic, status_code=201)
+def dispute(
+    job_id: str, body: DisputeCreate, signer: SubmitSigner, rt: RuntimeDep
+) -> DisputePublic:
+    """Dispute a succeeded job within the window: escrows the dispute fee plus the re-runs;
+    high-reputation nodes re-run it (see README "Disputes")."""
+    with rt.sessions.begin() as session:
+        job = get_owned_job(session, job_id, signer, for_update=True)
+        row = open_dispute(rt, session, job=job, reason=body.reason, now=time.time())
+        public = dispute_public(row)
+    rt.notifier.notify_all()
+    return public
+
+
+@router.get("/{job_id}/disputes", response_model=list[DisputePublic])
+def list_disputes(job_id: str, signer: ReadSigner, rt: RuntimeDep) -> list[DisputePublic]:
+    with rt.reads() as session:
+        job = get_owned_job(session, job_id, signer)
+        rows = session.scalars(
+            select(Dispute).where(Dispute.job_id == job.id).order_by(Dispute.opened_at)
+        )
+        return [dispute_public(r) for r in rows]

@@ -3,10 +3,12 @@
 Money flow of a job (all in micro-DUCK, see DESIGN.md "Money")::
 
     submit   wallet:<owner>   -> escrow:job:<id>       max_price × units
-    success  escrow:job:<id>  -> wallet:<provider>     price × units − fee
+             (× max_replicas of the verification policy; 0 for a job on a rental)
+    success  escrow:job:<id>  -> wallet:<provider>     price × units − fee, per accepted replica
              escrow:job:<id>  -> treasury              fee = price × units × fee_bps / 10⁴
              escrow:job:<id>  -> wallet:<owner>        whatever is left (refund)
     failure / cancel: the whole escrow back to the owner
+    (verification, slashing and disputes: see quackmesh.coordinator.verify)
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from quackmesh.coordinator.db.models import Job, Node, Task
+from quackmesh.coordinator.db.models import Job, Task
 from quackmesh.coordinator.events.service import emit
 from quackmesh.coordinator.runtime import Runtime
+from quackmesh.coordinator.scheduler.rules import client_priority
+from quackmesh.coordinator.scheduler.views import effective_stakes
+from quackmesh.coordinator.verify.policy import Plan, Policy, plan_for
 from quackmesh.core.canon import canonical_json
 from quackmesh.core.errors import InvalidState, JobNotFound, ValidationFailed
 from quackmesh.core.ids import new_id
@@ -31,14 +36,14 @@ from quackmesh.core.schemas import (
     TaskFailure,
     TaskPublic,
     TaskState,
+    Verification,
 )
-from quackmesh.ledger import job_escrow_account
+from quackmesh.ledger import TREASURY, job_escrow_account
 from quackmesh.workloads import get_workload
 
 __all__ = [
     "cancel_job",
     "check_uploaded_result",
-    "complete_task",
     "fail_job",
     "get_owned_job",
     "job_public",
@@ -62,6 +67,10 @@ def task_public(task: Task) -> TaskPublic:
         finished_at=task.finished_at,
         output_sha256=task.output_sha256,
         paid=task.paid,
+        role=task.role,
+        verdict=task.verdict,
+        payment_state=task.payment_state,  # type: ignore[arg-type]
+        payment_tx=task.payment_tx,
     )
 
 
@@ -83,6 +92,15 @@ def job_public(job: Job, tasks: list[Task]) -> JobPublic:
         created_at=job.created_at,
         updated_at=job.updated_at,
         tasks=[task_public(t) for t in tasks],
+        verification=Verification(
+            policy=job.policy,  # type: ignore[arg-type]
+            replicas=job.replicas,
+            quorum=job.quorum,
+            max_replicas=job.max_replicas,
+        ),
+        priority=job.priority,
+        rental_id=job.rental_id,
+        completed_at=job.completed_at,
     )
 
 
@@ -109,9 +127,28 @@ def prepare_submission(
     return params, units
 
 
+def _plan(body: JobCreate) -> Plan:
+    v = body.verification
+    try:
+        return plan_for(
+            Policy(v.policy), replicas=v.replicas, quorum=v.quorum, max_replicas=v.max_replicas
+        )
+    except ValueError as exc:
+        field, _, message = str(exc).partition(": ")
+        raise ValidationFailed(message, field=f"verification.{field}") from exc
+
+
 def submit_job(rt: Runtime, session: Session, *, owner: str, body: JobCreate) -> Job:
+    plan = _plan(body)
     params, units = prepare_submission(rt, session, owner=owner, body=body)
     now = time.time()
+    if body.rental_id is not None:
+        from quackmesh.coordinator.rentals.service import require_rental
+
+        require_rental(session, rental_id=body.rental_id, owner=owner, now=now)
+    stake = effective_stakes(rt.ledger, session, [owner])[owner]
+    priority = client_priority(stake, rt.settings.priority_stake_step)
+    escrowed = 0 if body.rental_id else body.max_price * units * plan.max_replicas
     job = Job(
         id=new_id("job"),
         owner=owner,
@@ -121,7 +158,7 @@ def submit_job(rt: Runtime, session: Session, *, owner: str, body: JobCreate) ->
         state=JobState.QUEUED.value,
         units=units,
         max_price=body.max_price,
-        escrowed=body.max_price * units,
+        escrowed=escrowed,
         paid=0,
         fee=0,
         refunded=0,
@@ -130,26 +167,43 @@ def submit_job(rt: Runtime, session: Session, *, owner: str, body: JobCreate) ->
         memory_mb=body.memory_mb,
         created_at=now,
         updated_at=now,
+        policy=plan.policy.value,
+        replicas=plan.initial,
+        quorum=plan.quorum,
+        max_replicas=plan.max_replicas,
+        priority=priority,
+        rental_id=body.rental_id,
     )
     session.add(job)
-    session.add(
-        Task(
-            id=new_id("task"),
-            job_id=job.id,
-            kind=body.kind,
-            state=TaskState.QUEUED.value,
-            max_price=body.max_price,
-            attempts=0,
-            failures=[],
-            excluded_nodes=[],
-            queued_at=now,
-            paid=0,
+    roles = ["primary"] + ["replica"] * (plan.initial - 1)
+    if plan.policy is Policy.REFERENCE:
+        roles = ["primary", "reference"]
+    for role in roles:
+        session.add(
+            Task(
+                id=new_id("task"),
+                job_id=job.id,
+                kind=body.kind,
+                state=TaskState.QUEUED.value,
+                max_price=body.max_price,
+                attempts=0,
+                failures=[],
+                excluded_nodes=[],
+                queued_at=now,
+                paid=0,
+                role=role,
+                verdict="pending",
+                payment_state="rental" if body.rental_id else "escrowed",
+                priority=priority,
+                verifier_only=role == "reference",
+                rental_id=body.rental_id,
+            )
         )
-    )
     # Escrow last: InsufficientBalance rolls back the whole transaction, job rows included.
-    rt.ledger.escrow(
-        session, owner=owner, account=job_escrow_account(job.id), amount=job.escrowed, ref=job.id
-    )
+    if escrowed > 0:
+        rt.ledger.escrow(
+            session, owner=owner, account=job_escrow_account(job.id), amount=escrowed, ref=job.id
+        )
     emit(
         session, "job.submitted", job_id=job.id, address=owner, kind=job.kind, escrowed=job.escrowed
     )
@@ -175,12 +229,23 @@ def list_jobs(session: Session, *, owner: str, state: JobState | None, limit: in
 
 
 def _refund(rt: Runtime, session: Session, job: Job) -> None:
+    if job.honeypot:  # funded by the treasury: unspent money goes back there
+        escrow = job_escrow_account(job.id)
+        held = rt.ledger.balance(session, escrow)
+        if held > 0:
+            rt.ledger.transfer(
+                session, src=escrow, dst=TREASURY, amount=held, kind="refund", ref=job.id
+            )
+        return
     job.refunded += rt.ledger.refund(
         session, escrow=job_escrow_account(job.id), owner=job.owner, ref=job.id
     )
 
 
 def fail_job(rt: Runtime, session: Session, job: Job, *, error: str, now: float) -> None:
+    for task in tasks_of(session, job.id):
+        if task.payment_state == "escrowed":
+            task.payment_state = "refunded"
     job.state = JobState.FAILED.value
     job.error = error
     job.updated_at = now
@@ -199,6 +264,8 @@ def cancel_job(rt: Runtime, session: Session, job: Job) -> None:
             task.state = TaskState.CANCELLED.value
             task.lease_id = None
             task.finished_at = now
+        if task.payment_state == "escrowed":
+            task.payment_state = "refunded"
     job.state = JobState.CANCELLED.value
     job.updated_at = now
     _refund(rt, session, job)
@@ -219,66 +286,6 @@ def check_uploaded_result(rt: Runtime, session: Session, *, sha256: str, node: s
         raise ValidationFailed(f"result is not JSON: {exc}", field="output_sha256") from exc
     if not isinstance(result, dict):
         raise ValidationFailed("result must be a JSON object", field="output_sha256")
-
-
-def complete_task(
-    rt: Runtime,
-    session: Session,
-    *,
-    task: Task,
-    job: Job,
-    node: Node,
-    output_sha256: str,
-    now: float,
-) -> int:
-    """Accept a task's (already checked) output, pay the provider, refund the rest.
-
-    Returns the payment. The output blob is checked by :func:`check_uploaded_result` or was
-    stored from an inline report.
-    """
-    price = task.price_per_unit if task.price_per_unit is not None else node.price_per_unit
-    amount = price * job.units
-    fee = amount * rt.settings.fee_bps // 10_000
-    refund = rt.ledger.settle_and_refund(
-        session,
-        escrow=job_escrow_account(job.id),
-        provider=node.address,
-        owner=job.owner,
-        amount=amount,
-        fee=fee,
-        ref=task.id,
-    )
-    task.state = TaskState.SUCCEEDED.value
-    task.output_sha256 = output_sha256
-    task.finished_at = now
-    task.lease_id = None
-    task.paid = amount
-    node.tasks_completed += 1
-    job.state = JobState.SUCCEEDED.value
-    job.result_sha256 = output_sha256
-    job.paid += amount
-    job.fee += fee
-    job.refunded += refund
-    job.updated_at = now
-    emit(session, "task.succeeded", job_id=job.id, node=node.address, task_id=task.id)
-    emit(
-        session,
-        "payment.settled",
-        job_id=job.id,
-        node=node.address,
-        address=job.owner,
-        amount=amount,
-        fee=fee,
-    )
-    emit(
-        session,
-        "job.succeeded",
-        job_id=job.id,
-        address=job.owner,
-        paid=job.paid,
-        refunded=job.refunded,
-    )
-    return amount
 
 
 def job_result(rt: Runtime, job: Job) -> JobResultPublic:

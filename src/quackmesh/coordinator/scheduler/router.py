@@ -8,8 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
+from quackmesh.coordinator.db.models import Task
 from quackmesh.coordinator.deps import RuntimeDep, Signer
-from quackmesh.coordinator.jobs.service import check_uploaded_result, complete_task
+from quackmesh.coordinator.jobs.service import check_uploaded_result
 from quackmesh.coordinator.nodes.service import get_node
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.coordinator.scheduler.service import (
@@ -20,6 +21,7 @@ from quackmesh.coordinator.scheduler.service import (
     release_task,
     retry_or_fail,
 )
+from quackmesh.coordinator.verify.service import on_success
 from quackmesh.core.canon import canonical_json, sha256_hex
 from quackmesh.core.errors import PayloadTooLarge, ValidationFailed
 from quackmesh.core.schemas import (
@@ -77,7 +79,7 @@ def report(task_id: str, body: TaskReport, signer: Signer, rt: RuntimeDep) -> Ta
         paid = 0
         if body.outcome == "succeeded":
             output_sha256 = _store_inline_output(rt, session, body, signer)
-            paid = complete_task(
+            paid = on_success(
                 rt, session, task=task, job=job, node=node, output_sha256=output_sha256, now=now
             )
             rt.metrics.tasks.labels("succeeded").inc()
@@ -89,8 +91,9 @@ def report(task_id: str, body: TaskReport, signer: Signer, rt: RuntimeDep) -> Ta
             )
             rt.metrics.tasks.labels("failed").inc()
         state = TaskState(task.state)
-    if state == TaskState.QUEUED:
-        rt.notifier.notify()
+        queued = session.new  # replicas, checks or honeypots this report added
+    if state == TaskState.QUEUED or any(isinstance(o, Task) for o in queued):
+        rt.notifier.notify_all()
     return TaskReportPublic(task_id=task_id, state=state, paid=paid)
 
 

@@ -29,6 +29,8 @@ from quackmesh.coordinator.jobs.service import fail_job
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.coordinator.scheduler.rules import NodeView, exclusion
 from quackmesh.coordinator.scheduler.views import node_views, task_view
+from quackmesh.coordinator.verify.disputes import reconsider_dispute
+from quackmesh.coordinator.verify.service import exclude_siblings, reconsider, record_timeliness
 from quackmesh.core.errors import InvalidState, LeaseLost, TaskNotFound
 from quackmesh.core.schemas import InputRef, JobState, NodeStatus, TaskLease, TaskLimits, TaskState
 
@@ -126,6 +128,8 @@ def claim_tasks(
             task_id=task.id,
             attempt=task.attempts,
         )
+        if job.max_replicas > 1 or task.role != "primary":
+            exclude_siblings(session, task, node.address)  # replicas run on distinct nodes
         claimed.append((task, job))
         if len(claimed) >= max_tasks:
             break
@@ -198,9 +202,21 @@ def retry_or_fail(
         task_id=task.id,
         reason=reason,
     )
+    if reason == "lease_expired" and node:
+        silent = session.get(Node, node)
+        if silent is not None:
+            record_timeliness(rt, silent, 0.0)
     if task.attempts >= job.max_attempts:
         task.state = TaskState.FAILED.value
         task.finished_at = now
+        if task.role == "dispute":
+            task.payment_state = "unpaid"
+            reconsider_dispute(rt, session, job=job, now=now)
+            return
+        if job.max_replicas > 1 and job.state == JobState.RUNNING.value:
+            task.payment_state = "unpaid"
+            reconsider(rt, session, job=job, now=now)  # other replicas may still decide it
+            return
         fail_job(
             rt,
             session,
