@@ -53,6 +53,7 @@ KIND = "ml.linear_regression"
 MAX_PRICE = 1_000  # micro-DUCK per unit a client offers
 PRICE = 600  # micro-DUCK per unit a node asks: each job pays 600, refunds 400
 FEE_BPS = 500
+MIN_STAKE = 1_000_000_000  # the default minimum stake a node needs for paid work
 FEE = PRICE * FEE_BPS // 10_000
 CSV = "x1,x2,y\n" + "".join(
     f"{i},{(i * 7) % 5},{2 * i - (i * 7) % 5 + 1 + (0.01 if i % 2 else -0.01)}\n"
@@ -221,10 +222,15 @@ class DispatchBench:
                 "workloads": [KIND],
                 "version": "bench",
             }
+            stake = {"amount": MIN_STAKE}
             async with sem:
                 await call(
                     self.setup_lat, "register", n.client, "POST", "/v1/nodes/register", json=body
                 )
+                # Paid work needs the minimum stake (issue 3): mint it, then stake it.
+                await call(self.setup_lat, "faucet", n.client, "POST", "/v1/faucet", json=stake)
+                await call(self.setup_lat, "stake", n.client, "POST", "/v1/stake", json=stake)
+                self.faucet_calls += 2  # two journal transactions: mint and stake
 
         await asyncio.gather(*(prepare_client(c) for c in self.clients))
         await asyncio.gather(*(register(n) for n in self.nodes))
@@ -471,6 +477,7 @@ async def verify(
     for n in bench.nodes:
         bal, _ = await call(lat, "balance", n.client, "GET", "/v1/balance")
         earnings += int(bal["available"]) + int(bal["in_escrow"])
+    # faucet_calls counts every setup transaction (client mints, node mints and stakes).
     expected_tx = bench.faucet_calls + bench.submitted + completed  # one settle(+refund) each
     expected_earnings = completed * (PRICE - FEE)
     verified = (

@@ -1,7 +1,7 @@
 """Verification benchmark: a discrete-event simulation of verification policies.
 
-A simulated network of nodes, some of them cheaters, runs thousands of one-replica-sized
-tasks under each policy. Every verdict comes from the coordinator's own pure functions
+A simulated network of nodes, some of them cheaters, runs thousands of tasks under each
+policy. Every verdict comes from the coordinator's own pure functions
 (``quackmesh.coordinator.verify.policy``: ``plan_for``, ``decide``, ``check_probability``;
 ``verify.reputation`` for the reputation that ``scheduler.rules.match_score`` weighs), with
 the defaults of ``quackmesh.coordinator.settings.Settings``, so the figures are the
@@ -168,8 +168,9 @@ class Outcome:
     failed_no_quorum: int
     failed_no_node: int
     checks: int  # adaptive jobs that were spot-checked
-    honeypots_caught: int
+    honeypots_failed: int
     honeypots_poisoned: int  # run with a "known answer" that a lazy quorum got wrong
+    honest_failed_honeypots: int  # honest nodes slashed by a poisoned honeypot
     late_results: int  # run after the job was decided, not graded
     cheaters_slashed: int
     cheaters_slashed_fraction: float
@@ -253,8 +254,9 @@ class _Simulation:
         self.seq = 0
         self.executions = 0
         self.honeypots = 0
-        self.honeypots_caught = 0
+        self.honeypots_failed = 0
         self.honeypots_poisoned = 0
+        self.honest_failed_honeypots = 0
         self.pool = [  # seeded with correct answers, as if verified before the run
             _Known(answer=t, truth=t, holders=frozenset(), created=i)
             for i, t in enumerate(rng.uniform(1.0, 100.0) for _ in range(SEED_POOL))
@@ -287,8 +289,8 @@ class _Simulation:
 
     def _eligible(self, item: _Item, idle: list[_Node]) -> list[_Node]:
         if isinstance(item, _Honeypot):
-            node = self.nodes[item.node]
-            return [node] if node in idle else []
+            node = self.nodes[item.node]  # pinned to it; idle nodes have stake >= min_stake
+            return [node] if not node.busy and node.stake >= self.cfg.min_stake else []
         return [n for n in idle if n.index not in item.job.holders]
 
     def _stale(self, item: _Item) -> bool:
@@ -415,7 +417,8 @@ class _Simulation:
             output = self._answer(node, known.truth)
             node.executed += 1
             valid = agree(output, known.answer)
-            self.honeypots_caught += not valid
+            self.honeypots_failed += not valid
+            self.honest_failed_honeypots += not valid and node.role is Role.HONEST
             self._verdict(node, valid=valid)
             return
         job = item.job
@@ -522,8 +525,9 @@ def simulate(
         failed_no_quorum=sum(1 for j in sim.jobs if j.state == "failed_no_quorum"),
         failed_no_node=sum(1 for j in sim.jobs if j.state == "failed_no_node"),
         checks=sim.checks,
-        honeypots_caught=sim.honeypots_caught,
+        honeypots_failed=sim.honeypots_failed,
         honeypots_poisoned=sim.honeypots_poisoned,
+        honest_failed_honeypots=sim.honest_failed_honeypots,
         late_results=sim.late,
         cheaters_slashed=slashed_cheaters,
         cheaters_slashed_fraction=slashed_cheaters / len(cheaters) if cheaters else 0.0,
@@ -587,7 +591,7 @@ def _assumptions(config: SimConfig) -> list[str]:
 def _row(r: Outcome) -> str:
     failed = r.failed_no_quorum + r.failed_no_node
     slashed = f"{r.cheaters_slashed}/{r.cheaters} ({r.cheaters_slashed_fraction:.0%})"
-    hp = f"{r.honeypots} ({r.honeypots_caught}/{r.honeypots_poisoned})" if r.honeypots else "-"
+    hp = f"{r.honeypots} ({r.honeypots_failed}/{r.honeypots_poisoned})" if r.honeypots else "-"
     checks = str(r.checks) if r.checks else "-"
     bad = f"{100 * r.bad_fraction:.2f} % ({r.bad_accepted})"
     return (
@@ -610,6 +614,11 @@ def _table(title: str, rows: list[Outcome]) -> None:
         if r.bad_by_role:
             by = ", ".join(f"{n} from {role}" for role, n in sorted(r.bad_by_role.items()))
             print(f"   {r.variant}: bad accepted {by}")
+        if r.honest_failed_honeypots:
+            print(
+                f"   {r.variant}: {r.honest_failed_honeypots} honest node(s) slashed by a "
+                "poisoned honeypot (a known answer that two lazy nodes agreed on)"
+            )
 
 
 def print_report(config: SimConfig, report: dict[str, Any], elapsed: float) -> None:
@@ -629,7 +638,7 @@ def print_report(config: SimConfig, report: dict[str, Any], elapsed: float) -> N
         )
     print(
         "\n'honest' = honest nodes slashed: only when colluding lazy results outvote an honest"
-        " one (or fails a poisoned honeypot). 'honeypots' = run (caught/poisoned)."
+        " one (or fails a poisoned honeypot). 'honeypots' = run (failed/poisoned)."
     )
     for variant, v in report["goal"].items():
         verdict = "MET" if v["met"] else "NOT met"

@@ -137,9 +137,7 @@ def test_expired_lease_is_requeued_and_only_the_new_holder_is_paid(
     assert done.tasks[0].failures[0].reason == "lease_expired"
     assert balances(net, wallet_account(slow.address), wallet_account(fast.address)) == [0, 380]
     settlements = [json.loads(line) for line in client.ledger_journal().splitlines()]
-    assert (
-        sum(1 for tx in settlements if tx["kind"] == "settle" and tx["ref"] == job.id) == 1
-    )
+    assert sum(1 for tx in settlements if tx["kind"] == "settle" and tx["ref"] == job.id) == 1
 
 
 def test_silent_node_goes_offline_and_its_lease_is_requeued(net: Net) -> None:

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from quackmesh.coordinator.db.models import Node
+from quackmesh.coordinator.db.models import Node, Rental, RentalNode
 from quackmesh.coordinator.market.explain import Candidate, Rules, describe, explain_task
 from quackmesh.coordinator.market.service import (
     DEFAULT_SORT,
     GIB,
+    PARAMETERS,
     MarketQuery,
     matches,
     parse_market_query,
@@ -131,6 +132,41 @@ def test_each_filter_selects_the_right_nodes(
     assert found.total == len(expected)
 
 
+def rent(net: Net, node: str) -> str:
+    """An active rental holding ``node`` (rows only: the rental flow is tested elsewhere)."""
+    now = time.time()
+    with net.rt.sessions.begin() as session:
+        session.add(
+            Rental(
+                id="r1",
+                client="0x" + "c" * 40,
+                state="active",
+                hours=1.0,
+                price_per_hour=2_000_000,
+                escrowed=2_000_000,
+                started_at=now,
+                ends_at=now + 3_600,
+                settled_at=now,
+            )
+        )
+        session.flush()
+        session.add(RentalNode(rental_id="r1", node=node, price_per_hour=2_000_000))
+    return "r1"
+
+
+def test_a_rented_node_is_not_rentable_and_explain_says_so(
+    net: Net, market: dict[str, str]
+) -> None:
+    rental = rent(net, market["server"])
+    client = net.funded()
+    assert addresses(client.market_nodes(rentable=True)) == set()
+    (server,) = client.market_nodes(gpu_model="a100").nodes
+    assert server.rental_id == rental
+    report = client.explain(submit(client, net, max_price=1_000))
+    entry = next(e for e in report.tasks[0].candidates if e.node == market["server"])
+    assert (entry.reason, entry.detail) == ("rented", f"reserved by rental {rental}")
+
+
 def test_online_filter_follows_liveness(net: Net, market: dict[str, str]) -> None:
     set_node(net, market["box"], last_seen_at=time.time() - 3_600)
     sweep_once(net.rt)
@@ -163,6 +199,12 @@ def test_listing_shows_stake_reputation_and_hardware(net: Net, market: dict[str,
 def test_sorting(net: Net, market: dict[str, str], sort: str | None, order: list[str]) -> None:
     found = net.client().market_nodes(sort=sort)
     assert [n.address for n in found.nodes] == [market[name] for name in order]
+
+
+def test_filters_are_documented_in_openapi(net: Net) -> None:
+    spec = net.tc.get("/openapi.json").json()
+    params = spec["paths"]["/v1/market/nodes"]["get"]["parameters"]
+    assert [p["name"] for p in params] == list(PARAMETERS)
 
 
 def test_limit_keeps_the_total(net: Net, market: dict[str, str]) -> None:
@@ -223,6 +265,18 @@ def test_gpu_filters_count_the_same_gpus(net: Net, market: dict[str, str]) -> No
     assert not matches(server, MarketQuery(gpu_model="a100", min_gpus=3))
     assert not matches(server, MarketQuery(gpu_model="h100"))
     assert sort_key(server, ["-cores"])[0] == -64
+
+
+@pytest.mark.parametrize(
+    "module", ["quackmesh.coordinator.market.service", "quackmesh.coordinator.market.explain"]
+)
+def test_all_is_sorted_and_complete(module: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(module)
+    key = lambda n: (0 if n.isupper() else 1 if n[:1].isupper() else 2, n)  # noqa: E731
+    assert list(mod.__all__) == sorted(mod.__all__, key=key)
+    assert all(hasattr(mod, name) for name in mod.__all__)
 
 
 # --- explain ----------------------------------------------------------------------------------
@@ -323,7 +377,7 @@ def test_explain_of_a_finished_job_lists_no_tasks(net: Net) -> None:
     client.cancel(job_id)
     report = client.explain(job_id)
     assert report.state == JobState.CANCELLED and report.tasks == []
-    assert "cancelled" in report.summary
+    assert report.summary == "the job is finished (cancelled); no task is waiting for a node"
 
 
 def test_explain_of_someone_elses_job_is_404(net: Net) -> None:

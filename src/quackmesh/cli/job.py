@@ -100,6 +100,10 @@ def submit(
     timeout: Annotated[
         float, typer.Option(help="with --follow: give up after this many seconds")
     ] = 900.0,
+    rental: Annotated[
+        str | None,
+        typer.Option("--rental", help="run only on this rental's nodes (paid by the rental)"),
+    ] = None,
     wallet: WalletOpt = None,
     coordinator: CoordOpt = DEFAULT_COORDINATOR,
     json_out: JsonOpt = False,
@@ -115,6 +119,7 @@ def submit(
             max_price=price,
             max_attempts=max_attempts,
             timeout_s=timeout_s,
+            rental_id=rental,
         )
         if not json_out:
             console.print(

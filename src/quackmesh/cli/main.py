@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from quackmesh import __version__
-from quackmesh.cli import demo, job, ledger, market, node, up, wallet
+from quackmesh.cli import demo, job, ledger, market, node, rent, up, wallet
 
 app = typer.Typer(
     name="quackmesh",
@@ -18,6 +18,8 @@ app.add_typer(node.app, name="node")
 app.add_typer(job.app, name="job")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(market.app, name="market")
+app.add_typer(rent.rental_app, name="rental")
+app.command("rent")(rent.rent)
 app.command("up")(up.up)
 app.command("demo")(demo.demo)
 

@@ -1,5 +1,5 @@
 """The coordinator's background loop: flush liveness, detect silent nodes, expire leases,
-settle rentals."""
+settle rentals, release matured unbondings and sample uptime for reputation."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import time
 
 from sqlalchemy import func, select
 
+from quackmesh.coordinator.accounts.staking import release_matured
 from quackmesh.coordinator.db.models import Node
-from quackmesh.coordinator.nodes.service import flush_beats, mark_silent_offline
+from quackmesh.coordinator.nodes.service import flush_beats, mark_silent_offline, sample_uptime
 from quackmesh.coordinator.rentals.service import settle_rentals
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.coordinator.scheduler.service import expire_leases
@@ -19,6 +20,8 @@ from quackmesh.core.schemas import NodeStatus
 __all__ = ["Sweeper", "sweep_once"]
 
 log = logging.getLogger("quackmesh.coordinator.sweeper")
+
+UPTIME_SAMPLE_S = 60.0  # one uptime sample per node per minute feeds the reputation EWMA
 
 
 def sweep_once(rt: Runtime, *, now: float | None = None) -> int:
@@ -41,6 +44,11 @@ def sweep_once(rt: Runtime, *, now: float | None = None) -> int:
         )
     with rt.sessions.begin() as session:  # after offline detection: silent nodes stop earning
         settle_rentals(rt, session, now=t)
+    with rt.sessions.begin() as session:
+        release_matured(rt, session, now=t)
+        if t - rt.last_uptime_sample >= UPTIME_SAMPLE_S:
+            sample_uptime(session, alpha=rt.settings.reputation_alpha)
+            rt.last_uptime_sample = t
     rt.metrics.nodes_online.set(online or 0)
     if requeued:
         rt.notifier.notify(requeued)

@@ -180,7 +180,7 @@ def _task_summary(entries: Sequence[ExplainEntry]) -> str:
 def summarize(state: JobState, tasks: Sequence[ExplainTask], *, scanned_note: str = "") -> str:
     """One line for the whole job: how many nodes could take each waiting task."""
     if state in _FINISHED:
-        return f"the job is {state.value}; no task is waiting for a node"
+        return f"the job is finished ({state.value}); no task is waiting for a node"
     waiting = [t for t in tasks if t.state == TaskState.QUEUED]
     running = [t for t in tasks if t.state == TaskState.LEASED]
     parts: list[str] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from quackmesh.coordinator.db.models import Node, Task
@@ -15,7 +15,14 @@ from quackmesh.coordinator.verify.reputation import Reputation
 from quackmesh.core.errors import DevModeOnly, NodeNotFound, ValidationFailed
 from quackmesh.core.schemas import NodePublic, NodeRegister, NodeStatus, TaskState
 
-__all__ = ["flush_beats", "get_node", "mark_silent_offline", "node_public", "register_node"]
+__all__ = [
+    "flush_beats",
+    "get_node",
+    "mark_silent_offline",
+    "node_public",
+    "register_node",
+    "sample_uptime",
+]
 
 log = logging.getLogger("quackmesh.coordinator.nodes")
 
@@ -172,3 +179,11 @@ def mark_silent_offline(
         emit(session, "node.offline", node=node.address, silent_s=round(now - node.last_seen_at, 1))
         log.info("node offline", extra={"node": node.address})
     return [n.address for n in silent]
+
+
+def sample_uptime(session: Session, *, alpha: float) -> None:
+    """One uptime sample for every node: 1 if Online now, else 0 (the reputation EWMA)."""
+    online = case((Node.status == NodeStatus.ONLINE.value, 1.0), else_=0.0)
+    session.execute(
+        update(Node).values(rep_uptime=(1.0 - alpha) * Node.rep_uptime + alpha * online)
+    )

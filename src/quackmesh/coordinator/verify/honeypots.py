@@ -1,7 +1,7 @@
 """Honeypots: known-answer tasks mixed into the queue, indistinguishable to nodes.
 
-The pool is filled from results that *several* nodes agreed on (a redundant quorum, an
-adaptive check, a reference re-run): the same kind, parameters and inputs, with the
+The pool is filled from results that at least three nodes agreed on, or that a reference
+verifier confirmed (two colluding nodes can agree on a wrong value): the same kind, parameters and inputs, with the
 agreed output as the known answer. When a node finishes a ``honeypot``-policy job, with
 probability ``honeypot_rate`` the coordinator queues one of these for that node (a task
 pinned to it) as an ordinary-looking job; it is paid at the node's price like any task,

@@ -85,8 +85,9 @@ def plan_for(
     if not 2 <= k <= 10:
         raise ValueError("replicas: redundant needs 2 to 10 replicas")
     q = k // 2 + 1 if quorum is None else quorum
-    if not 2 <= q <= k:
-        raise ValueError(f"quorum: must be between 2 and replicas ({k})")
+    if not (max(2, k // 2 + 1) <= q <= k):
+        # A quorum of half or less could be met by two disagreeing groups at once.
+        raise ValueError(f"quorum: must be a strict majority of replicas ({k // 2 + 1} to {k})")
     cap = min(10, k + 2) if max_replicas is None else max_replicas
     if not k <= cap <= 10:
         raise ValueError(f"max_replicas: must be between replicas ({k}) and 10")
@@ -99,7 +100,7 @@ def check_probability(consecutive_valid: int, *, trust_after: int, min_check: fl
     1 until the node has ``trust_after`` consecutive valid results, then ``1/run`` (as
     BOINC), never below ``min_check`` so a trusted node is never entirely unchecked.
     """
-    if consecutive_valid < trust_after:
+    if consecutive_valid < max(1, trust_after):
         return 1.0
     return max(min_check, 1.0 / consecutive_valid)
 

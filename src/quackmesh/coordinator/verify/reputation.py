@@ -5,7 +5,8 @@ trusted nor distrusted) and moves ``alpha`` of the way toward each new sample::
 
     part ← (1 − α)·part + α·sample
 
-* validity — 1 for a result that won (or was accepted without) a vote, 0 for a lost vote;
+* validity — 1 for a result that won a vote (or passed a known-answer check), 0 for a lost
+  vote; results accepted unchecked move nothing, since nobody knows if they were right;
 * timeliness — 1 for a result within half its time limit, falling linearly to 0 at the
   limit; 0 for a lease that expired without a report;
 * uptime — sampled by the sweeper: 1 while Online, 0 while Offline or Draining.

@@ -373,7 +373,10 @@ def accept(
         verified=checked,
         rejected=len(losers),
     )
-    if checked and len(winners) >= 2 and job.rental_id is None:
+    # Known answers need strong agreement: two colluding (lazy) nodes can agree on a wrong
+    # value, and a poisoned honeypot would slash the honest nodes that later get it.
+    strong = len(winners) >= 3 or any(w.role == "reference" for w in winners)
+    if checked and strong and job.rental_id is None:
         from quackmesh.coordinator.verify.honeypots import remember
 
         remember(session, job=job, output_sha256=winners[0].output_sha256 or "", now=now)
