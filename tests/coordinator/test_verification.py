@@ -523,3 +523,32 @@ def test_honeypot_jobs_are_invisible_to_clients(net_factory: Any) -> None:
 
         hidden = session.scalars(select(Job).where(Job.owner == HONEYPOT_OWNER)).all()
     assert len(hidden) == 1 and hidden[0].honeypot
+
+
+def test_a_late_replica_is_still_judged_paid_if_right_slashed_if_wrong(net: Net) -> None:
+    client = net.funded()
+    job = submit(net, client, "redundant", replicas=4)  # quorum 3
+    a, b, c, slow_cheat = (net.node(price=400) for _ in range(4))
+    leases = [lease_one(n) for n in (a, b, c, slow_cheat)]
+    for node, lease in zip((a, b, c), leases, strict=False):
+        succeed(node, lease)
+    decided = client.status(job.id)
+    assert decided.state == JobState.SUCCEEDED and decided.paid == 1_200
+    # Pay for the replica still running is kept in escrow until it reports.
+    assert decided.refunded == decided.escrowed - 1_200 - 400
+    assert succeed(slow_cheat, leases[3], WRONG) == 0
+    done = client.status(job.id)
+    late = next(t for t in done.tasks if t.node == slow_cheat.address)
+    assert (late.verdict, late.payment_state) == ("invalid", "slashed")
+    assert [s.node for s in client.slashes(job_id=job.id)] == [slow_cheat.address]
+    assert done.refunded == done.escrowed - 1_200
+    ledger_ok(net)
+
+    job2 = submit(net, client, "redundant", replicas=4)
+    nodes = (a, b, c, net.node(price=400))
+    leases = [lease_one(n) for n in nodes]
+    for node, lease in zip(nodes[:3], leases[:3], strict=True):
+        succeed(node, lease)
+    assert succeed(nodes[3], leases[3]) == 400  # late but right: paid
+    assert client.status(job2.id).paid == 1_600
+    ledger_ok(net)

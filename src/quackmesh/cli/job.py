@@ -23,7 +23,7 @@ from quackmesh.cli.common import (
 )
 from quackmesh.cli.exit_codes import ExitCode
 from quackmesh.core.money import format_duck
-from quackmesh.core.schemas import JobPublic, JobState
+from quackmesh.core.schemas import JobPublic, JobState, Verification
 from quackmesh.sdk import Client
 
 app = typer.Typer(help="Submit and follow jobs.", no_args_is_help=True)
@@ -34,6 +34,7 @@ CoordOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 TERMINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+POLICIES = ("none", "redundant", "adaptive", "honeypot", "reference")
 
 
 def _describe(job: JobPublic) -> str:
@@ -57,6 +58,16 @@ def follow(client: Client, job_id: str, *, timeout: float) -> JobPublic:
     return job
 
 
+_PAYMENT_STYLE = {
+    "paid": "[green]",
+    "slashed": "[red]",
+    "refunded": "[cyan]",
+    "escrowed": "[yellow]",
+    "unpaid": "[dim]",
+    "rental": "[blue]",
+}
+
+
 def _summary(job: JobPublic) -> None:
     table = Table(show_header=False, box=None)
     table.add_row("job", job.id)
@@ -66,9 +77,22 @@ def _summary(job: JobPublic) -> None:
     table.add_row("escrowed", format_duck(job.escrowed))
     table.add_row("paid", f"{format_duck(job.paid)} (fee {format_duck(job.fee)})")
     table.add_row("refunded", format_duck(job.refunded))
-    for task in job.tasks:
+    v = job.verification
+    if v.policy != "none":
         table.add_row(
-            "task", f"{task.id} {task.state.value} node={task.node or '-'} attempts={task.attempts}"
+            "verification",
+            f"{v.policy} (replicas {v.replicas}, quorum {v.quorum}, at most {v.max_replicas})",
+        )
+    if job.rental_id:
+        table.add_row("rental", job.rental_id)
+    for task in job.tasks:
+        paid = f" {format_duck(task.paid)}" if task.paid else ""
+        tx = f" tx {task.payment_tx[:12]}…" if task.payment_tx else ""
+        table.add_row(
+            "task",
+            f"{task.id} [{task.role}] {task.state.value} node={task.node or '-'}"
+            f" attempts={task.attempts} verdict={task.verdict}"
+            f" payment={_PAYMENT_STYLE.get(task.payment_state, '')}{task.payment_state}[/]{paid}{tx}",
         )
         for failure in task.failures:
             table.add_row(
@@ -104,6 +128,22 @@ def submit(
         str | None,
         typer.Option("--rental", help="run only on this rental's nodes (paid by the rental)"),
     ] = None,
+    verify: Annotated[
+        str,
+        typer.Option(
+            "--verify", help="verification policy: none|redundant|adaptive|honeypot|reference"
+        ),
+    ] = "none",
+    replicas: Annotated[
+        int | None, typer.Option(min=1, max=10, help="redundant: replicas k [default 3]")
+    ] = None,
+    quorum: Annotated[
+        int | None,
+        typer.Option(min=1, max=10, help="redundant: agreeing results needed [default majority]"),
+    ] = None,
+    max_replicas: Annotated[
+        int | None, typer.Option(min=1, max=10, help="cap on replicas when there is no quorum")
+    ] = None,
     wallet: WalletOpt = None,
     coordinator: CoordOpt = DEFAULT_COORDINATOR,
     json_out: JsonOpt = False,
@@ -111,6 +151,11 @@ def submit(
     """Upload DATA and submit a job; the escrow is max price × the job's compute units."""
     params = dict(parse_param(p) for p in (param or []))
     price = parse_amount(max_price, "--max-price")
+    if verify not in POLICIES:
+        die(f"--verify must be one of {', '.join(POLICIES)}", ExitCode.USAGE)
+    verification = Verification.model_validate(
+        {"policy": verify, "replicas": replicas, "quorum": quorum, "max_replicas": max_replicas}
+    )
     with Client(coordinator, load_wallet(wallet)) as client:
         job = client.submit(
             kind,
@@ -120,6 +165,7 @@ def submit(
             max_attempts=max_attempts,
             timeout_s=timeout_s,
             rental_id=rental,
+            verification=verification,
         )
         if not json_out:
             console.print(
@@ -246,3 +292,37 @@ def explain(
             )
         console.print(table)
     console.print(f"{report.job_id} {report.state.value}: {report.summary}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def dispute(
+    job_id: Annotated[str, typer.Argument(help="a succeeded job of yours")],
+    reason: Annotated[str, typer.Option(help="what looks wrong")] = "",
+    follow_: Annotated[
+        bool, typer.Option("--follow", "-f", help="wait for the re-runs' verdict")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="with --follow: give up after (s)")] = 900.0,
+    wallet: WalletOpt = None,
+    coordinator: CoordOpt = DEFAULT_COORDINATOR,
+    json_out: JsonOpt = False,
+) -> None:
+    """Dispute a job's result: high-reputation nodes re-run it. Overturned: the provider
+    is slashed and you are refunded; upheld: the dispute fee goes to the provider."""
+    with Client(coordinator, load_wallet(wallet)) as client:
+        row = client.dispute(job_id, reason=reason)
+        if not json_out:
+            console.print(
+                f"dispute {row.id} opened on {job_id}: escrowed {format_duck(row.escrowed)}"
+                f" (fee {format_duck(row.fee)} + re-runs)"
+            )
+        deadline = time.monotonic() + timeout
+        while follow_ and row.state == "open":
+            if time.monotonic() > deadline:
+                die(f"dispute {row.id} still open after {timeout:.0f}s", ExitCode.TIMEOUT)
+            time.sleep(0.5)
+            row = next(d for d in client.disputes(job_id) if d.id == row.id)
+    if json_out:
+        print_json(row.model_dump(mode="json"))
+    elif row.state != "open":
+        console.print(f"dispute {row.id}: [bold]{row.state}[/] {row.outcome}", highlight=False)

@@ -225,14 +225,16 @@ class Ledger(ABC):
         owner: str | None,
         ref: str,
         memo: str = "settle",
+        keep: int = 0,
     ) -> tuple[int, PostedTx | None]:
         """Pay several providers out of ``escrow`` in one transaction.
 
         ``payouts`` are ``(provider, amount, fee)``: ``amount - fee`` to the provider and
-        ``fee`` to the treasury. With ``owner`` set, whatever is left goes back to the
-        owner's wallet (the escrow is closed); with ``None`` the rest stays in escrow.
+        ``fee`` to the treasury. With ``owner`` set, whatever is left beyond ``keep``
+        goes back to the owner's wallet; with ``None`` the rest stays in escrow.
         Returns ``(refund, transaction)``; the transaction is ``None`` if nothing moved.
         """
+        keep = _require_amount("keep", keep, positive=False)
         checked = []
         for provider, amount, fee in payouts:
             amount = _require_amount("amount", amount, positive=False)
@@ -244,14 +246,14 @@ class Ledger(ABC):
         self._before_escrow_read(session)
         remaining = self.balance(session, escrow)
         total = sum(amount for _, amount, _ in checked)
-        if total > remaining:
+        if total + keep > remaining:
             raise InsufficientBalance(
-                f"escrow {escrow} holds {remaining}, cannot pay {total}",
+                f"escrow {escrow} holds {remaining}, cannot pay {total} and keep {keep}",
                 account=escrow,
                 available=remaining,
-                required=total,
+                required=total + keep,
             )
-        refund = remaining - total if owner is not None else 0
+        refund = remaining - total - keep if owner is not None else 0
         merged: dict[str, int] = {escrow: -(total + refund)}
         for wallet, amount, fee in checked:
             merged[wallet] = merged.get(wallet, 0) + amount - fee

@@ -50,6 +50,7 @@ __all__ = [
     "job_result",
     "list_jobs",
     "prepare_submission",
+    "refund_job",
     "submit_job",
 ]
 
@@ -228,7 +229,9 @@ def list_jobs(session: Session, *, owner: str, state: JobState | None, limit: in
     return list(session.scalars(stmt.order_by(Job.created_at.desc()).limit(limit)))
 
 
-def _refund(rt: Runtime, session: Session, job: Job) -> None:
+def refund_job(rt: Runtime, session: Session, job: Job) -> None:
+    """Return whatever the job's escrow still holds (to the owner; a honeypot's to the
+    treasury)."""
     if job.honeypot:  # funded by the treasury: unspent money goes back there
         escrow = job_escrow_account(job.id)
         held = rt.ledger.balance(session, escrow)
@@ -249,7 +252,7 @@ def fail_job(rt: Runtime, session: Session, job: Job, *, error: str, now: float)
     job.state = JobState.FAILED.value
     job.error = error
     job.updated_at = now
-    _refund(rt, session, job)
+    refund_job(rt, session, job)
     emit(
         session, "job.failed", job_id=job.id, address=job.owner, error=error, refunded=job.refunded
     )
@@ -268,7 +271,7 @@ def cancel_job(rt: Runtime, session: Session, job: Job) -> None:
             task.payment_state = "refunded"
     job.state = JobState.CANCELLED.value
     job.updated_at = now
-    _refund(rt, session, job)
+    refund_job(rt, session, job)
     emit(session, "job.cancelled", job_id=job.id, address=job.owner, refunded=job.refunded)
 
 

@@ -30,7 +30,13 @@ from quackmesh.coordinator.runtime import Runtime
 from quackmesh.coordinator.scheduler.rules import NodeView, exclusion
 from quackmesh.coordinator.scheduler.views import node_views, task_view
 from quackmesh.coordinator.verify.disputes import reconsider_dispute
-from quackmesh.coordinator.verify.service import exclude_siblings, reconsider, record_timeliness
+from quackmesh.coordinator.verify.service import (
+    REPLICA_ROLES,
+    close_late,
+    exclude_siblings,
+    reconsider,
+    record_timeliness,
+)
 from quackmesh.core.errors import InvalidState, LeaseLost, TaskNotFound
 from quackmesh.core.schemas import InputRef, JobState, NodeStatus, TaskLease, TaskLimits, TaskState
 
@@ -202,6 +208,13 @@ def retry_or_fail(
         task_id=task.id,
         reason=reason,
     )
+    if job.state == JobState.SUCCEEDED.value and task.role in REPLICA_ROLES:
+        # A late replica of a decided job failed: nothing to retry; release its kept pay.
+        task.state = TaskState.FAILED.value
+        task.finished_at = now
+        task.payment_state = "unpaid"
+        close_late(rt, session, job=job)
+        return
     if reason == "lease_expired" and node:
         silent = session.get(Node, node)
         if silent is not None:

@@ -39,7 +39,9 @@ __all__ = [
     "accept",
     "add_tasks",
     "cancel_outstanding",
+    "close_late",
     "exclude_siblings",
+    "judge_late",
     "load_output",
     "on_success",
     "reconsider",
@@ -192,10 +194,8 @@ def on_success(
 
         reconsider_dispute(rt, session, job=job, now=now)
         return task.paid
-    if job.state != JobState.RUNNING.value:  # decided already (a late replica): unpaid
-        task.payment_state = "unpaid"
-        task.verdict = "unchecked"
-        return 0
+    if job.state != JobState.RUNNING.value:  # decided already: a late replica
+        return judge_late(rt, session, task=task, job=job, node=node, now=now)
     policy = Policy(job.policy)
     replicas = replicas_of(session, job)
     if policy in (Policy.NONE, Policy.HONEYPOT):
@@ -269,9 +269,12 @@ def reconsider(rt: Runtime, session: Session, *, job: Job, now: float) -> None:
         fail_job(rt, session, job, error=f"verification failed: {decision.reason}", now=now)
 
 
-def cancel_outstanding(session: Session, job: Job, *, now: float) -> None:
+def cancel_outstanding(
+    session: Session, job: Job, *, now: float, states: Sequence[str] = OPEN
+) -> None:
     """Replicas nobody needs any more: cancelled (a running one is told by heartbeat)."""
-    for t in session.scalars(select(Task).where(Task.job_id == job.id, Task.state.in_(OPEN))):
+    stmt = select(Task).where(Task.job_id == job.id, Task.state.in_(states))
+    for t in session.scalars(stmt):
         t.state = TaskState.CANCELLED.value
         t.lease_id = None
         t.finished_at = now
@@ -307,8 +310,21 @@ def accept(
         if w.rental_id is None:
             amount = (w.price_per_unit or 0) * job.units
             payouts.append((w.node or "", amount, amount * fee_bps // 10_000))
+    # Replicas still running are judged when they report (BOINC validates late results
+    # too), so a cheater cannot hide by being slow: their pay stays in escrow until then.
+    running = [
+        t
+        for t in replicas_of(session, job)
+        if t.state == TaskState.LEASED.value and t not in winners and t.rental_id is None
+    ]
+    keep = sum((t.price_per_unit or 0) * job.units for t in running)
     refund, tx = rt.ledger.settle_many(
-        session, escrow=job_escrow_account(job.id), payouts=payouts, owner=job.owner, ref=job.id
+        session,
+        escrow=job_escrow_account(job.id),
+        payouts=payouts,
+        owner=job.owner,
+        ref=job.id,
+        keep=keep,
     )
     nodes = {
         n.address: n
@@ -352,7 +368,7 @@ def accept(
             )
             session.flush()
             loser.payment_tx = row.tx_id
-    cancel_outstanding(session, job, now=now)
+    cancel_outstanding(session, job, now=now, states=(TaskState.QUEUED.value,))
     paid = sum(amount for _, amount, _ in payouts)
     fees = sum(fee for _, _, fee in payouts)
     job.state = JobState.SUCCEEDED.value
@@ -380,3 +396,69 @@ def accept(
         from quackmesh.coordinator.verify.honeypots import remember
 
         remember(session, job=job, output_sha256=winners[0].output_sha256 or "", now=now)
+
+
+def judge_late(
+    rt: Runtime, session: Session, *, task: Task, job: Job, node: Node, now: float
+) -> int:
+    """A replica that reports after its job was decided is compared with the accepted
+    result: agreeing, it is paid from the pay kept for it; disagreeing, it is slashed."""
+    if job.state != JobState.SUCCEEDED.value or task.role not in REPLICA_ROLES:
+        task.verdict = "unchecked"
+        task.payment_state = "unpaid"
+        close_late(rt, session, job=job)
+        return 0
+    agree = get_workload(job.kind).agree(
+        load_output(rt, job.result_sha256), load_output(rt, task.output_sha256)
+    )
+    record_verdict(rt, session, node=node, kind=job.kind, valid=agree, now=now)
+    if agree:
+        task.verdict = "valid"
+        if task.rental_id is None:
+            amount = (task.price_per_unit or 0) * job.units
+            fee = amount * rt.settings.fee_bps // 10_000
+            _, tx = rt.ledger.settle_many(
+                session,
+                escrow=job_escrow_account(job.id),
+                payouts=[(node.address, amount, fee)],
+                owner=None,
+                ref=job.id,
+            )
+            task.paid = amount
+            task.payment_state = "paid"
+            task.payment_tx = tx.tx_id if tx is not None else None
+            job.paid += amount
+            job.fee += fee
+    else:
+        winners = [t for t in replicas_of(session, job) if t.verdict == "valid" and t.id != task.id]
+        task.verdict = "invalid"
+        task.payment_state = "slashed"
+        row = slash(
+            rt,
+            session,
+            node=node.address,
+            reason="lost_vote",
+            evidence=_evidence(job, winners, task),
+            now=now,
+            job_id=job.id,
+            task_id=task.id,
+        )
+        session.flush()
+        task.payment_tx = row.tx_id
+    close_late(rt, session, job=job)
+    return task.paid
+
+
+def close_late(rt: Runtime, session: Session, *, job: Job) -> None:
+    """Once no late replica is running, refund what was kept for them."""
+    running = session.scalar(
+        select(Task.id).where(
+            Task.job_id == job.id,
+            Task.role.in_(REPLICA_ROLES),
+            Task.state.in_(OPEN),
+        )
+    )
+    if running is None and job.rental_id is None:
+        from quackmesh.coordinator.jobs.service import refund_job
+
+        refund_job(rt, session, job)
