@@ -1,9 +1,13 @@
 """``quackmesh demo``: the whole tour on one machine, checked end to end.
 
-Starts a coordinator on SQLite in a temporary home, three provider nodes as real
-subprocesses, funds a client from the development faucet, submits one job of each
-classic kind on scikit-learn's bundled data sets (diabetes as CSV, iris as Parquet, wine
-as NPZ), waits, checks every result against an independent local computation, checks
+Starts a coordinator on SQLite in a temporary home, three honest provider nodes and one
+cheating node (``--behaviour wrong``, a development-mode test node) as real
+subprocesses, each staking the minimum; funds a client from the development faucet;
+submits one job of each classic kind on scikit-learn's bundled data sets (diabetes as
+CSV, iris as Parquet, wine as NPZ) with ``adaptive`` verification, plus one ``redundant``
+job run by every node, so the cheater is sure to take part. It waits, checks every
+result against an independent local computation (the client must get the right answer
+even where the cheater ran a replica), checks that the cheater was caught and slashed,
 the payments, the ledger's hash chain and conservation, and prints a summary (or one
 JSON object with ``--json``). Exit code 0 only if everything held.
 """
@@ -14,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,7 +29,7 @@ from rich.table import Table
 from quackmesh.cli.common import print_json
 from quackmesh.cli.exit_codes import ExitCode
 from quackmesh.core.money import UNIT, format_duck
-from quackmesh.core.schemas import JobPublic, JobState
+from quackmesh.core.schemas import JobPublic, JobState, Verification
 from quackmesh.core.wallet import Wallet
 from quackmesh.sdk import Client
 
@@ -42,6 +46,7 @@ class DemoJob:
     kind: str
     file: Path
     params: dict[str, Any]
+    verification: Verification = field(default_factory=lambda: Verification(policy="adaptive"))
 
 
 def write_datasets(folder: Path) -> list[DemoJob]:
@@ -62,6 +67,16 @@ def write_datasets(folder: Path) -> list[DemoJob]:
         DemoJob("ml.kmeans", folder / "iris.parquet", {"n_clusters": 3, "seed": 42}),
         DemoJob("ml.pca", folder / "wine.npz", {"n_components": 2}),
     ]
+
+
+def redundant_job(folder: Path, replicas: int) -> DemoJob:
+    """A job every node runs a replica of (replicas on distinct nodes)."""
+    return DemoJob(
+        "ml.linear_regression",
+        folder / "diabetes.csv",
+        {"target": "target"},
+        Verification(policy="redundant", replicas=replicas, max_replicas=replicas),
+    )
 
 
 def check_result(job: DemoJob, result: dict[str, Any]) -> tuple[bool, str]:
@@ -120,18 +135,25 @@ def demo(
         net.start_coordinator_thread()
         out.print(f"• coordinator on {net.url} (SQLite, local blobs, SQL ledger)")
         net.start_nodes(nodes, price=NODE_PRICE)
-        online = net.wait_nodes_online(nodes)
-        out.print(f"• {online}/{nodes} provider nodes online (real subprocesses)")
+        net.start_nodes(1, price=NODE_PRICE, behaviours=["wrong"])
+        cheater = net.node_wallets[-1].address
+        online = net.wait_nodes_online(nodes + 1)
+        out.print(
+            f"• {online}/{nodes + 1} provider nodes online (real subprocesses), each staking"
+            f" {format_duck(settings.min_stake)}; one of them, {cheater[:10]}…, cheats"
+        )
         summary["nodes_online"] = online
         summary["coordinator"] = net.url
-        summary.update(_run_jobs(net, home, out, timeout))
+        summary.update(_run_jobs(net, home, out, timeout, total_nodes=nodes + 1))
+        summary["cheater"] = _cheater_report(net, cheater, out)
     finally:
         net.stop()
         if not keep:
             shutil.rmtree(home, ignore_errors=True)
     summary["elapsed_s"] = round(time.monotonic() - started, 1)
     ok = (
-        summary.get("nodes_online", 0) >= nodes
+        summary.get("nodes_online", 0) >= nodes + 1
+        and summary.get("cheater", {}).get("caught", False)
         and all(
             j["result_ok"] and j["state"] == "succeeded" and j["paid"] > 0 for j in summary["jobs"]
         )
@@ -149,7 +171,32 @@ def demo(
         raise typer.Exit(int(ExitCode.CHECK_FAILED))
 
 
-def _run_jobs(net: LocalNetwork, home: Path, out: Console, timeout: float) -> dict[str, Any]:
+def _cheater_report(net: LocalNetwork, cheater: str, out: Console) -> dict[str, Any]:
+    with Client(net.url, Wallet.create()) as anyone:
+        slashes = anyone.slashes(node=cheater)
+        stake = anyone.stake_info(cheater)
+        node = anyone.node(cheater)
+    taken = sum(s.amount for s in slashes)
+    rep = node.reputation.score if node.reputation else None
+    out.print(
+        f"• cheater {cheater[:10]}… caught {len(slashes)} time(s): slashed {format_duck(taken)}"
+        f" (evidence in GET /v1/slashes), stake now {format_duck(stake.effective)}"
+        f" ({'still eligible' if stake.eligible else 'below the minimum: no more paid work'}),"
+        f" reputation {rep}"
+    )
+    return {
+        "address": cheater,
+        "caught": bool(slashes),
+        "slashes": len(slashes),
+        "slashed": taken,
+        "eligible": stake.eligible,
+        "reputation": rep,
+    }
+
+
+def _run_jobs(
+    net: LocalNetwork, home: Path, out: Console, timeout: float, *, total_nodes: int
+) -> dict[str, Any]:
     client_wallet = Wallet.create()
     with Client(net.url, client_wallet) as client:
         start_balance = client.faucet(FUNDING).available
@@ -157,11 +204,19 @@ def _run_jobs(net: LocalNetwork, home: Path, out: Console, timeout: float) -> di
             f"• client {client_wallet.address} funded with {format_duck(start_balance)} (dev faucet)"
         )
         specs = write_datasets(home / "data")
+        specs.append(redundant_job(home / "data", total_nodes))
         submitted: list[tuple[DemoJob, JobPublic]] = []
         for spec in specs:
-            job = client.submit(spec.kind, data=spec.file, params=spec.params, max_price=MAX_PRICE)
+            job = client.submit(
+                spec.kind,
+                data=spec.file,
+                params=spec.params,
+                max_price=MAX_PRICE,
+                verification=spec.verification,
+            )
             out.print(
-                f"• submitted {job.id} {spec.kind} on {spec.file.name}: {job.units} units, escrow {format_duck(job.escrowed)}"
+                f"• submitted {job.id} {spec.kind} on {spec.file.name} ({spec.verification.policy}"
+                f" verification): {job.units} units, escrow {format_duck(job.escrowed)}"
             )
             submitted.append((spec, job))
         rows: list[dict[str, Any]] = []
@@ -170,10 +225,19 @@ def _run_jobs(net: LocalNetwork, home: Path, out: Console, timeout: float) -> di
             ok, note = False, done.error or done.state.value
             if done.state == JobState.SUCCEEDED:
                 ok, note = check_result(spec, client.result(job.id).result)
+            accepted = [t.node for t in done.tasks if t.verdict in ("valid", "unchecked")]
+            rejected = [t.node for t in done.tasks if t.verdict == "invalid"]
             rows.append(
-                {"id": done.id, "kind": done.kind, "state": done.state.value, "result_ok": ok, "paid": done.paid,
-                 "fee": done.fee, "units": done.units, "node": done.tasks[0].node if done.tasks else None, "check": note}
+                {"id": done.id, "kind": done.kind, "policy": done.verification.policy,
+                 "state": done.state.value, "result_ok": ok, "paid": done.paid, "fee": done.fee,
+                 "units": done.units, "node": accepted[0] if accepted else None,
+                 "replicas": len(done.tasks), "rejected": rejected, "check": note}
             )  # fmt: skip
+        _wait_late_replicas(client, [job.id for _, job in submitted], timeout)
+        for row in rows:  # late replicas that agreed were paid after the decision
+            final = client.status(row["id"])
+            row["paid"], row["fee"] = final.paid, final.fee
+            row["rejected"] = [t.node for t in final.tasks if t.verdict == "invalid"]
         end = client.balance()
         check = client.ledger_check()
     spent = start_balance - end.available
@@ -194,17 +258,28 @@ def _run_jobs(net: LocalNetwork, home: Path, out: Console, timeout: float) -> di
     }
 
 
+def _wait_late_replicas(client: Client, job_ids: list[str], timeout: float) -> None:
+    """Replicas still running when their job was decided are judged when they report."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = [client.status(j) for j in job_ids]
+        if all(t.state.value not in ("queued", "leased") for j in jobs for t in j.tasks):
+            return
+        time.sleep(0.25)
+
+
 def _print_table(out: Console, rows: list[dict[str, Any]]) -> None:
-    table = Table("job", "kind", "state", "paid", "node", "check")
+    table = Table("job", "kind", "verification", "paid", "replicas", "result check")
     for r in rows:
         mark = "[green]✓[/]" if r["result_ok"] else "[red]✗[/]"
+        rejected = f", [red]{len(r['rejected'])} rejected[/]" if r["rejected"] else ""
         table.add_row(
-            r["id"],
-            r["kind"],
-            r["state"],
+            r["id"][:12] + "…",
+            r["kind"].removeprefix("ml."),
+            r["policy"],
             format_duck(r["paid"]),
-            (r["node"] or "-")[:10] + "…",
-            f"{mark} {r['check']}",
+            f"{r['replicas']}{rejected}",
+            f"{mark} {r['state']}",
         )
     out.print(table)
 
