@@ -7,6 +7,7 @@ run at chosen ``now`` values, so every amount below is exact.
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections.abc import Callable
@@ -86,6 +87,14 @@ def test_cost_is_rounded_up_and_earnings_down() -> None:
     assert rental_cost([PPH, 2 * PPH], 1 / 3) == 3_600_000
     assert earned(59.9999997, PPH) == 60_000  # float noise below a millisecond is ignored
     assert earned(0.0015, PPH) == 2 and earned(0.0004, PPH) == 0
+
+
+@pytest.mark.parametrize("module", ["quackmesh.coordinator.rentals.service", "quackmesh.cli.rent"])
+def test_exported_names_are_sorted_and_exist(module: str) -> None:
+    mod = importlib.import_module(module)
+    key = lambda n: (0 if n.isupper() else 1 if n[:1].isupper() else 2, n)  # noqa: E731
+    assert list(mod.__all__) == sorted(mod.__all__, key=key)
+    assert all(hasattr(mod, name) for name in mod.__all__)
 
 
 def test_rent_escrows_the_whole_cost_up_front(net: Net) -> None:

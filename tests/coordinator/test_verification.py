@@ -106,6 +106,8 @@ def test_redundant_majority_wins_and_the_dissenter_is_slashed_unpaid(net: Net) -
     assert cheat.lease(max_tasks=1, wait_s=0).tasks == []
     rep = cheat.node(cheat.address).reputation
     assert rep is not None and rep.validity < 0.5 and rep.results_invalid == 1
+    metrics = net.tc.get("/metrics").text
+    assert 'quackmesh_slashes_total{reason="lost_vote"} 1.0' in metrics
     ledger_ok(net)
 
 

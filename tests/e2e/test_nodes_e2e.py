@@ -177,12 +177,19 @@ def test_demo_json_reports_every_check(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
     assert summary["ok"] is True
-    assert summary["nodes_online"] == 3 and summary["ledger_verified"] and summary["conserved"]
+    assert summary["nodes_online"] == 4 and summary["ledger_verified"] and summary["conserved"]
     assert sorted(j["kind"] for j in summary["jobs"]) == [
         "ml.kmeans",
+        "ml.linear_regression",
         "ml.linear_regression",
         "ml.pca",
     ]
     for job in summary["jobs"]:
         assert job["state"] == "succeeded" and job["result_ok"] is True and job["paid"] > 0
+    # The cheating node ran at least the redundant job's replica, lost and was slashed;
+    # the results above are right all the same.
+    cheater = summary["cheater"]
+    assert cheater["caught"] and cheater["slashed"] >= 100 * 10**6
+    redundant = next(j for j in summary["jobs"] if j["policy"] == "redundant")
+    assert cheater["address"] in redundant["rejected"]
     assert not Path(summary["home"]).exists(), "the demo cleans up its temporary home"

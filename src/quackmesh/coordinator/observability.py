@@ -85,6 +85,12 @@ class Metrics:
         self.heartbeats = Counter(
             "quackmesh_heartbeats", "Heartbeats received", registry=self.registry
         )
+        self.slashes = Counter(
+            "quackmesh_slashes",
+            "Stake slashes (lost votes, honeypots, disputes)",
+            ["reason"],
+            registry=self.registry,
+        )
 
 
 class RequestContextMiddleware:

@@ -156,6 +156,7 @@ def slash(
         at=now,
     )
     session.add(row)
+    session.info.setdefault("slashes", []).append(reason)  # counted after the commit
     emit(
         session,
         "node.slashed",

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from quackmesh.coordinator.db.models import Task
 from quackmesh.coordinator.deps import RuntimeDep, Signer
 from quackmesh.coordinator.jobs.service import check_uploaded_result
 from quackmesh.coordinator.nodes.service import get_node
@@ -91,8 +90,12 @@ def report(task_id: str, body: TaskReport, signer: Signer, rt: RuntimeDep) -> Ta
             )
             rt.metrics.tasks.labels("failed").inc()
         state = TaskState(task.state)
-        queued = session.new  # replicas, checks or honeypots this report added
-    if state == TaskState.QUEUED or any(isinstance(o, Task) for o in queued):
+        # What the verification service did in this transaction (see verify/service.py).
+        queued = session.info.get("tasks_queued", 0)
+        slashes = list(session.info.get("slashes", []))
+    for reason in slashes:
+        rt.metrics.slashes.labels(reason).inc()
+    if state == TaskState.QUEUED or queued:
         rt.notifier.notify_all()
     return TaskReportPublic(task_id=task_id, state=state, paid=paid)
 

@@ -142,6 +142,7 @@ def _queue(
             ref=job.id,
         )
     entry.uses += 1
+    session.info["tasks_queued"] = session.info.get("tasks_queued", 0) + 1
     # The same public event a client's submission makes: the stream does not give it away.
     emit(session, "job.submitted", job_id=job.id, at=now, kind=job.kind, escrowed=job.escrowed)
     return job

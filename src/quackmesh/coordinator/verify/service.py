@@ -120,6 +120,7 @@ def add_tasks(
         for _ in range(n)
     ]
     session.add_all(tasks)
+    session.info["tasks_queued"] = session.info.get("tasks_queued", 0) + n  # wake pollers
     for task in tasks:
         emit(session, "task.queued", job_id=job.id, at=now, task_id=task.id, role=role)
     return tasks
