@@ -380,3 +380,26 @@ def test_rental_jobs_run_only_on_the_rented_nodes(net: Net) -> None:
     assert rented.lease(max_tasks=1, wait_s=0).tasks == []  # reserved for its renter
     assert [t.job_id for t in other.lease(max_tasks=1, wait_s=0).tasks] == [market.id]
     conserved(net)
+
+
+def test_ending_a_rental_fails_its_unfinished_jobs_and_balance_shows_its_escrow(
+    net: Net,
+) -> None:
+    rented = net.node(price_per_hour=PPH)
+    client = net.funded(10 * DUCK)
+    rental = client.rent(nodes=[rented.address], hours=1, budget=10 * DUCK)
+    assert client.balance().in_escrow == rental.escrowed
+    job = client.submit(
+        "ml.linear_regression",
+        data=net.csv(),
+        params={"target": "y"},
+        max_price=1_000,
+        rental_id=rental.id,
+    )
+    client.cancel_rental(rental.id)
+    failed = client.status(job.id)
+    assert failed.state.value == "failed" and "ended" in (failed.error or "")
+    assert [t.state.value for t in failed.tasks] == ["cancelled"]
+    assert rented.lease(max_tasks=1, wait_s=0).tasks == []
+    assert client.balance().in_escrow == 0
+    conserved(net)

@@ -37,6 +37,7 @@ from quackmesh.coordinator.db.models import (
     Dispute,
     Job,
     Node,
+    NodeTrust,
     Rental,
     RentalNode,
     Task,
@@ -217,11 +218,21 @@ class TrustMachine(RuleBasedStateMachine):
         if stake > 0:
             self._faucet(node, stake)
             node.sdk.stake(stake)
-        if trusted:  # reputation high enough to re-run disputes
+        if trusted:  # reputation to re-run disputes; a long valid run for adaptive trust
             with self.rt.sessions.begin() as session:
                 row = session.get(Node, node.address)
                 assert row is not None
                 row.rep_validity = row.rep_timeliness = row.rep_uptime = 1.0
+                session.add(
+                    NodeTrust(
+                        node=node.address,
+                        kind="ml.linear_regression",
+                        consecutive_valid=50,
+                        valid=50,
+                        invalid=0,
+                        updated_at=time.time(),
+                    )
+                )
         self.nodes.append(node)
 
     def _report(self, held: Held, result: dict[str, object] | None) -> None:
@@ -264,19 +275,23 @@ class TrustMachine(RuleBasedStateMachine):
         nodes=st.lists(
             st.tuples(st.booleans(), st.booleans(), st.sampled_from([0, PPH])),
             min_size=3,
-            max_size=5,
+            max_size=6,
         ),
-        client_funds=st.sampled_from([5 * DUCK, 500 * DUCK]),
+        jobs=st.lists(st.sampled_from(sorted(POLICIES)), max_size=3),
     )
-    def start(self, nodes: list[tuple[bool, bool, int]], client_funds: int) -> None:
+    def start(self, nodes: list[tuple[bool, bool, int]], jobs: list[str]) -> None:
+        """A funded client, nodes staked with the minimum (the first two honest; some
+        trusted enough to re-run disputes, some for rent) and a few jobs queued."""
         client = Actor(self._sdk())
-        self._faucet(client, client_funds)
+        self._faucet(client, 500 * DUCK)
         self.clients.append(client)
         for i, (cheat, trusted, pph) in enumerate(nodes):
-            honest = i < 2 or not cheat  # at least two honest nodes
+            honest = i < 2 or not cheat
             self._register(
                 honest=honest, trusted=trusted, price=200 + 100 * i, pph=pph, stake=MIN_STAKE
             )
+        for policy in jobs:
+            self._submit(client, policy, check=True, max_price=1_000, on_rental=False)
 
     # --- accounts and stake ----------------------------------------------------------
 
@@ -351,9 +366,16 @@ class TrustMachine(RuleBasedStateMachine):
         on_rental=st.booleans(),
     )
     def submit(self, i: int, policy: str, check: bool, max_price: int, on_rental: bool) -> None:
-        client = pick(self.clients, i)
+        self._submit(
+            pick(self.clients, i), policy, check=check, max_price=max_price, on_rental=on_rental
+        )
+
+    def _submit(
+        self, client: Actor, policy: str, *, check: bool, max_price: int, on_rental: bool
+    ) -> None:
         verification, max_replicas = POLICIES[policy]
-        # Adaptive: 0.0 always spot-checks; 0.999 skips the check for a trusted node.
+        # Adaptive: the dice are thrown when the primary reports; 0.0 always spot-checks,
+        # 0.999 skips the check of a trusted node (p = 1/50). The last submit's choice holds.
         self.rt.rng = FixedRng(0.0 if check else 0.999)
         rental_id = None
         refusal: type[QuackMeshError] | None = None
@@ -409,10 +431,14 @@ class TrustMachine(RuleBasedStateMachine):
         if held is not None:
             self._report(held, self._own_result(node))
 
-    @rule()
-    def drain(self) -> None:
+    @rule(finish_held=st.booleans())
+    def drain(self, finish_held: bool) -> None:
         """Every node works (its own answers) until nobody gets a task: queues run dry,
-        disputes are re-run and decided where enough eligible nodes exist."""
+        disputes are re-run and decided where enough eligible nodes exist. With
+        ``finish_held`` the leases already held report first (late replicas)."""
+        if finish_held:
+            for held in list(self.held):
+                self._report(held, self._own_result(held.node))
         for _ in range(12):
             progressed = False
             for node in self.nodes:

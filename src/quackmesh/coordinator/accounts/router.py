@@ -16,7 +16,7 @@ from quackmesh.coordinator.accounts.staking import (
     slash_public,
     stake_public,
 )
-from quackmesh.coordinator.db.models import Job, Slash
+from quackmesh.coordinator.db.models import Job, Rental, Slash
 from quackmesh.coordinator.deps import ReadSigner, RuntimeDep, SubmitSigner
 from quackmesh.coordinator.events.service import emit
 from quackmesh.core.errors import DevModeOnly, ValidationFailed
@@ -30,7 +30,13 @@ from quackmesh.core.schemas import (
     StakeCreate,
     StakePublic,
 )
-from quackmesh.ledger import job_escrow_account, stake_account, wallet_account, write_jsonl
+from quackmesh.ledger import (
+    job_escrow_account,
+    rental_escrow_account,
+    stake_account,
+    wallet_account,
+    write_jsonl,
+)
 
 router = APIRouter(prefix="/v1", tags=["money"])
 
@@ -43,6 +49,10 @@ def _balance(rt: RuntimeDep, address: str) -> BalancePublic:
             )
         )
         in_escrow = sum(rt.ledger.balance(session, job_escrow_account(j)) for j in open_jobs)
+        rentals = session.scalars(
+            select(Rental.id).where(Rental.client == address, Rental.state == "active")
+        )
+        in_escrow += sum(rt.ledger.balance(session, rental_escrow_account(r)) for r in rentals)
         available = rt.ledger.balance(session, wallet_account(address))
         staked = rt.ledger.balance(session, stake_account(address))
     return BalancePublic(address=address, available=available, in_escrow=in_escrow, staked=staked)

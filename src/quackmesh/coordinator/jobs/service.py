@@ -44,6 +44,7 @@ from quackmesh.workloads import get_workload
 __all__ = [
     "cancel_job",
     "check_uploaded_result",
+    "end_rental_jobs",
     "fail_job",
     "get_owned_job",
     "job_public",
@@ -256,6 +257,31 @@ def fail_job(rt: Runtime, session: Session, job: Job, *, error: str, now: float)
     emit(
         session, "job.failed", job_id=job.id, address=job.owner, error=error, refunded=job.refunded
     )
+
+
+def end_rental_jobs(rt: Runtime, session: Session, *, rental_id: str, now: float) -> int:
+    """A rental ended: its unfinished jobs can run nowhere else, so they fail (their
+    escrow is zero: rental jobs are paid by the hour). Returns how many failed."""
+    jobs = session.scalars(
+        select(Job)
+        .where(
+            Job.rental_id == rental_id,
+            Job.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
+        )
+        .with_for_update()
+    )
+    count = 0
+    for job in jobs:
+        for task in tasks_of(session, job.id):
+            if task.state in (TaskState.QUEUED.value, TaskState.LEASED.value):
+                task.state = TaskState.CANCELLED.value
+                task.lease_id = None
+                task.finished_at = now
+        fail_job(
+            rt, session, job, error=f"rental {rental_id} ended before the job finished", now=now
+        )
+        count += 1
+    return count
 
 
 def cancel_job(rt: Runtime, session: Session, job: Job) -> None:

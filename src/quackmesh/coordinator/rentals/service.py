@@ -431,6 +431,9 @@ def _close(rt: Runtime, session: Session, rental: Rental, *, state: RentalState,
     )
     rental.state = state
     rental.ended_at = at
+    from quackmesh.coordinator.jobs.service import end_rental_jobs
+
+    end_rental_jobs(rt, session, rental_id=rental.id, now=at)
     emit(
         session,
         f"rental.{state}",
