@@ -272,23 +272,29 @@ class TrustMachine(RuleBasedStateMachine):
     # --- setup -----------------------------------------------------------------------
 
     @initialize(
-        nodes=st.lists(
-            st.tuples(st.booleans(), st.booleans(), st.sampled_from([0, PPH])),
-            min_size=3,
-            max_size=6,
-        ),
+        rentable=st.lists(st.booleans(), min_size=5, max_size=5),
+        extra=st.lists(st.tuples(st.booleans(), st.booleans(), st.booleans()), max_size=2),
         jobs=st.lists(st.sampled_from(sorted(POLICIES)), max_size=3),
     )
-    def start(self, nodes: list[tuple[bool, bool, int]], jobs: list[str]) -> None:
-        """A funded client, nodes staked with the minimum (the first two honest; some
-        trusted enough to re-run disputes, some for rent) and a few jobs queued."""
+    def start(
+        self, rentable: list[bool], extra: list[tuple[bool, bool, bool]], jobs: list[str]
+    ) -> None:
+        """A funded client; nodes staked with the minimum: two honest, two honest and
+        trusted enough to re-run disputes, one cheater, and up to two more of any kind
+        (some for rent); and a few jobs queued."""
         client = Actor(self._sdk())
         self._faucet(client, 500 * DUCK)
         self.clients.append(client)
-        for i, (cheat, trusted, pph) in enumerate(nodes):
-            honest = i < 2 or not cheat
+        kinds = [(True, False), (True, False), (True, True), (True, True), (False, False)]
+        kinds += [(honest, trusted) for honest, trusted, _ in extra]
+        rents = rentable + [r for _, _, r in extra]
+        for i, ((honest, trusted), for_rent) in enumerate(zip(kinds, rents, strict=True)):
             self._register(
-                honest=honest, trusted=trusted, price=200 + 100 * i, pph=pph, stake=MIN_STAKE
+                honest=honest,
+                trusted=trusted,
+                price=200 + 100 * i,
+                pph=PPH if for_rent else 0,
+                stake=MIN_STAKE,
             )
         for policy in jobs:
             self._submit(client, policy, check=True, max_price=1_000, on_rental=False)
@@ -461,9 +467,14 @@ class TrustMachine(RuleBasedStateMachine):
         )
 
     @precondition(lambda self: self.jobs)
-    @rule(i=picks)
-    def dispute(self, i: int) -> None:
-        client, job_id = pick(self.jobs, i)
+    @rule(i=picks, succeeded=st.booleans())
+    def dispute(self, i: int, succeeded: bool) -> None:
+        """Dispute a job (with ``succeeded``, one that succeeded if there is any)."""
+        jobs = self.jobs
+        if succeeded:
+            states = self._read(lambda s: {j.id: j.state for j in s.scalars(select(Job))})
+            jobs = [j for j in self.jobs if states[j[1]] == "succeeded"] or jobs
+        client, job_id = pick(jobs, i)
 
         def predict(s: Session) -> type[QuackMeshError] | None:
             job = s.get(Job, job_id)

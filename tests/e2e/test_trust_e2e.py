@@ -155,7 +155,7 @@ def test_an_unstaked_node_waits_with_a_reason_until_it_stakes_with_the_cli(
     assert client.status(job.id).state == JobState.QUEUED
     (task,) = client.explain(job.id).tasks
     (entry,) = [c for c in task.candidates if c.node == node]
-    assert entry.reason == "stake" and "1,000" in entry.detail
+    assert entry.reason == "stake" and "minimum 1000 DUCK" in entry.detail
     assert run_cli(net, "wallet", "faucet", "1000", wallet=wallet).returncode == 0
     staked = run_cli(net, "node", "stake", "1000", "--json", wallet=wallet)
     assert staked.returncode == 0, staked.stderr
