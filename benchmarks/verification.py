@@ -30,14 +30,19 @@ Model (the same for every policy; the choices are printed with the figures):
 * Verdicts as the coordinator's ``verify.service`` gives them: a result accepted without
   a check changes neither trust nor reputation; a checked winner (and a passed honeypot)
   extends the node's run of valid results, a loser (and a failed honeypot) is slashed and
-  its run reset. A result that arrives after its job was decided still counts as executed
-  work (the coordinator cancels it, but a running replica has spent its compute) and is
-  not graded.
+  its run reset. When a job is decided its queued replicas are cancelled (not run, not
+  counted), but running ones are not: as ``verify.service.judge_late``, a replica that
+  reports after its job was accepted is compared with the accepted result, valid (run +1)
+  if it agrees, slashed (run reset) if not; one that reports after its job failed is
+  counted as work and not graded.
 * Honeypots (``honeypot`` policy, and the ``adaptive+honeypot`` row) follow
   ``verify.honeypots``: each accepted result draws one for its node with probability
-  ``honeypot_rate``; known answers are the least-used pool entries the node did not run,
-  the pool being results that two or more nodes agreed on (seeded with correct answers,
-  as if verified before the run). A lazy quorum can therefore *poison* the pool.
+  ``honeypot_rate``; known answers are the least-used pool entries the node did not run.
+  As ``verify.service.accept``, a checked result enters the pool only when at least three
+  nodes agreed on it (or a reference verifier did: no row here uses one), so a lazy *pair*
+  cannot poison it. Assumption: the pool starts with 100 correct answers, as if verified
+  before the run (by ``reference`` jobs or larger quorums); with the default plans (quorum
+  2, accepted as soon as two agree) no run here ever adds to it.
 """
 
 from __future__ import annotations
@@ -116,7 +121,7 @@ class Variant(StrEnum):
     """The rows: the coordinator's policies, and adaptive with honeypots added."""
 
     NONE = "none"  # one replica, accepted
-    REDUNDANT = "redundant"  # plan_for(redundant): 3 replicas, quorum 2, up to 5
+    REDUNDANT = "redundant"  # plan_for(redundant): 3 replicas, majority quorum 2, up to 5
     ADAPTIVE = "adaptive"  # one replica, spot-checked by check_probability
     ADAPTIVE_HONEYPOT = "adaptive+honeypot"  # adaptive, plus known-answer tasks
     HONEYPOT = "honeypot"  # the coordinator's honeypot policy: one replica + known answers
@@ -171,7 +176,11 @@ class Outcome:
     honeypots_failed: int
     honeypots_poisoned: int  # run with a "known answer" that a lazy quorum got wrong
     honest_failed_honeypots: int  # honest nodes slashed by a poisoned honeypot
-    late_results: int  # run after the job was decided, not graded
+    pool_added: int  # known answers remembered during the run (>= 3 agreeing winners)
+    late_results: int  # replicas that reported after their job was decided
+    late_judged: int  # of those, judged against the accepted result (judge_late)
+    late_invalid: int  # judged and disagreeing: slashed
+    late_honest_slashed: int  # honest late replicas slashed (the accepted answer was wrong)
     cheaters_slashed: int
     cheaters_slashed_fraction: float
     honest_slashed: int
@@ -261,8 +270,12 @@ class _Simulation:
             _Known(answer=t, truth=t, holders=frozenset(), created=i)
             for i, t in enumerate(rng.uniform(1.0, 100.0) for _ in range(SEED_POOL))
         ]
+        self.pool_added = 0
         self.checks = 0
         self.late = 0
+        self.late_judged = 0
+        self.late_invalid = 0
+        self.late_honest_slashed = 0
         self.scores = [self._score(n) for n in self.nodes]
 
     # --- scheduling -----------------------------------------------------------------
@@ -402,10 +415,25 @@ class _Simulation:
                 self._maybe_honeypot(node)
         for vote in losers:
             self._verdict(self.nodes[int(vote.node)], valid=False)
-        if graded and len(winners) >= 2 and len(self.pool) < POOL_MAX:
+        # As accept(): known answers need strong agreement (3+ winners, or a reference
+        # verifier among them, which no variant here has), so a lazy pair cannot poison them.
+        strong = len(winners) >= 3
+        if graded and strong and len(self.pool) < POOL_MAX:
             holders = frozenset(int(v.node) for v in job.votes)
             known = _Known(job.accepted, job.truth, holders, created=SEED_POOL + job.index)
             self.pool.append(known)
+            self.pool_added += 1
+
+    def _judge_late(self, node: _Node, job: _Job, output: float) -> None:
+        """As ``verify.service.judge_late``: a replica that reports after its job was decided."""
+        self.late += 1
+        if job.state != "accepted":  # failed: cancelled, unpaid, not graded
+            return
+        valid = agree(job.accepted, output)
+        self.late_judged += 1
+        self.late_invalid += not valid
+        self.late_honest_slashed += not valid and node.role is Role.HONEST
+        self._verdict(node, valid=valid)
 
     def _finish(self, node: _Node, item: _Item) -> None:
         node.busy = False
@@ -426,7 +454,7 @@ class _Simulation:
         node.executed += 1
         job.outstanding -= 1
         if job.state != "open":
-            self.late += 1
+            self._judge_late(node, job, output)
             return
         vote = Vote(task_id=f"{job.index}.{len(job.votes)}", node=str(node.index), output=output)
         job.votes.append(vote)
@@ -528,7 +556,11 @@ def simulate(
         honeypots_failed=sim.honeypots_failed,
         honeypots_poisoned=sim.honeypots_poisoned,
         honest_failed_honeypots=sim.honest_failed_honeypots,
+        pool_added=sim.pool_added,
         late_results=sim.late,
+        late_judged=sim.late_judged,
+        late_invalid=sim.late_invalid,
+        late_honest_slashed=sim.late_honest_slashed,
         cheaters_slashed=slashed_cheaters,
         cheaters_slashed_fraction=slashed_cheaters / len(cheaters) if cheaters else 0.0,
         honest_slashed=sum(1 for n in sim.nodes if n.role is Role.HONEST and n.slashes),
@@ -578,13 +610,14 @@ def _assumptions(config: SimConfig) -> list[str]:
         + (": one slash and a node gets no more work" if slashed < config.min_stake else ""),
         f"adaptive: trust_after={config.trust_after}, min_check={config.min_check:g}; "
         f"honeypot_rate={config.honeypot_rate:g} per accepted result (honeypot rows); known "
-        f"answers: {SEED_POOL} correct ones, then results >= 2 nodes agreed on (least used first)",
+        f"answers: {SEED_POOL} correct ones (assumed verified before the run), then checked "
+        "results >= 3 nodes agreed on (least used first, never one the node ran)",
         f"cheaters: {config.lazy_share:.0%} lazy (all return the same plausible value, so two "
         "lazy nodes agree and can outvote an honest one), the rest wrong (never agree)",
         "scheduling: idle eligible node drawn with weight match_score (reputation EWMA "
         f"alpha={config.reputation_alpha:g}); checks and tie-breakers before fresh tasks",
-        "overhead = (replicas run + honeypots) / tasks; results that arrive after the job "
-        "was decided are run but not graded",
+        "overhead = (replicas run + honeypots) / tasks; queued replicas of a decided job are "
+        "cancelled, running ones are judged against the accepted result when they report",
     ]
 
 
@@ -614,10 +647,15 @@ def _table(title: str, rows: list[Outcome]) -> None:
         if r.bad_by_role:
             by = ", ".join(f"{n} from {role}" for role, n in sorted(r.bad_by_role.items()))
             print(f"   {r.variant}: bad accepted {by}")
+        if r.late_results:
+            print(
+                f"   {r.variant}: {r.late_results} late replica(s), {r.late_judged} judged, "
+                f"{r.late_invalid} disagreed and were slashed ({r.late_honest_slashed} honest)"
+            )
         if r.honest_failed_honeypots:
             print(
                 f"   {r.variant}: {r.honest_failed_honeypots} honest node(s) slashed by a "
-                "poisoned honeypot (a known answer that two lazy nodes agreed on)"
+                "poisoned honeypot (a known answer that lazy nodes agreed on)"
             )
 
 
@@ -638,7 +676,8 @@ def print_report(config: SimConfig, report: dict[str, Any], elapsed: float) -> N
         )
     print(
         "\n'honest' = honest nodes slashed: only when colluding lazy results outvote an honest"
-        " one (or fails a poisoned honeypot). 'honeypots' = run (failed/poisoned)."
+        " one, or are accepted before it reports late (or it fails a poisoned honeypot)."
+        " 'honeypots' = run (failed/poisoned)."
     )
     for variant, v in report["goal"].items():
         verdict = "MET" if v["met"] else "NOT met"

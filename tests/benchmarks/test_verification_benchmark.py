@@ -98,6 +98,85 @@ def test_only_cheaters_are_slashed_when_cheaters_never_agree(wrong_only: dict[st
             assert r.bad_accepted == 0, variant
 
 
+def test_late_replicas_are_judged_against_the_accepted_result(
+    mixed: dict[str, Any], wrong_only: dict[str, Any]
+) -> None:
+    # redundant queues 3 replicas and accepts at 2 agreeing: the third, if already running,
+    # reports late and is judged (verify.service.judge_late), not dropped.
+    for scenario in (mixed, wrong_only):
+        r = scenario["redundant"]
+        assert r.late_results > 0
+        assert r.late_judged == r.late_results  # every job was accepted, none failed
+        assert r.executions >= r.jobs * 2 + r.late_results  # 2+ votes per job, then late
+    # With wrong cheaters only, the accepted answer is always right: a late replica that
+    # disagrees is a cheater, and it is slashed.
+    r = wrong_only["redundant"]
+    assert r.late_invalid > 0
+    assert r.late_honest_slashed == 0
+    for variant, r in mixed.items():
+        if variant != "redundant":  # one replica at a time: nothing is ever late
+            assert r.late_results == 0, variant
+
+
+def test_a_late_replica_is_paid_if_it_agrees_and_slashed_if_not() -> None:
+    roles = [bench.Role.HONEST, bench.Role.HONEST, bench.Role.HONEST, bench.Role.WRONG]
+    sim = bench._Simulation(
+        config=SMALL,
+        variant=bench.Variant.REDUNDANT,
+        roles=roles,
+        truths=[10.0],
+        rng=bench.random.Random(0),
+    )
+    job = bench._Job(0, 10.0, sim.plan)
+    winners = (bench.Vote("t0", "0", 10.0), bench.Vote("t1", "1", 10.0))
+    job.votes = list(winners)
+    sim._accept(job, winners, (), graded=True)
+    honest, wrong = sim.nodes[2], sim.nodes[3]
+    sim._judge_late(honest, job, 10.0)
+    sim._judge_late(wrong, job, 10.01)
+    assert (honest.consecutive, honest.slashes, honest.stake) == (1, 0, SMALL.stake)
+    assert honest.reputation.validity > 0.5
+    assert (wrong.consecutive, wrong.slashes) == (0, 1)
+    assert wrong.stake < SMALL.min_stake <= honest.stake
+    assert (sim.late, sim.late_judged, sim.late_invalid) == (2, 2, 1)
+    failed = bench._Job(1, 10.0, sim.plan, state="failed_no_quorum")
+    sim._judge_late(honest, failed, 10.0)  # a failed job's replica is not graded
+    assert (honest.consecutive, sim.late, sim.late_judged) == (1, 3, 2)
+
+
+def test_the_honeypot_pool_needs_three_agreeing_nodes(mixed: dict[str, Any]) -> None:
+    # The default plans accept as soon as two results agree, so no run adds a known
+    # answer, and a lazy pair cannot poison the pool (verify.service.accept, ``strong``).
+    for variant, r in mixed.items():
+        assert r.pool_added == 0, variant
+        assert r.honeypots_poisoned == 0, variant
+        assert r.honest_failed_honeypots == 0, variant
+    roles = [bench.Role.LAZY] * 3 + [bench.Role.HONEST] * 3
+    sim = bench._Simulation(
+        config=SMALL,
+        variant=bench.Variant.ADAPTIVE_HONEYPOT,
+        roles=roles,
+        truths=[10.0, 20.0],
+        rng=bench.random.Random(0),
+    )
+    seeded = len(sim.pool)
+    lazy = tuple(bench.Vote(f"t{i}", str(i), bench.PLAUSIBLE) for i in range(3))
+    pair, honest = bench._Job(0, 10.0, sim.plan), bench.Vote("t3", "3", 10.0)
+    pair.votes = [*lazy[:2], honest]
+    sim._accept(pair, lazy[:2], (honest,), graded=True)
+    assert len(sim.pool) == seeded  # two agreeing nodes: not a known answer
+    trio = bench._Job(1, 20.0, sim.plan)
+    trio.votes = list(lazy)
+    sim._accept(trio, lazy, (), graded=True)
+    assert len(sim.pool) == seeded + 1  # three agreeing nodes are (wrong as they are)
+
+
+def test_redundant_quorum_is_a_strict_majority() -> None:
+    plan = bench.plan_for(bench.Policy.REDUNDANT)
+    assert (plan.initial, plan.quorum) == (3, 2)
+    assert plan.quorum > plan.initial / 2
+
+
 def test_same_seed_gives_the_same_figures() -> None:
     config = dataclasses.replace(SMALL, tasks=200)
     first = bench.simulate(config, variant=bench.Variant.ADAPTIVE_HONEYPOT, fraction=0.1)

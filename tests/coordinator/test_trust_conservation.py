@@ -106,6 +106,7 @@ picks = st.integers(min_value=0, max_value=1_000)  # an index, taken modulo a li
 class Actor:
     sdk: Client
     honest: bool = True  # a node: reports the right answer (else a wrong one)
+    for_rent: bool = False  # a node with an hourly price
 
     @property
     def address(self) -> str:
@@ -204,7 +205,7 @@ class TrustMachine(RuleBasedStateMachine):
         return result
 
     def _register(self, *, honest: bool, trusted: bool, price: int, pph: int, stake: int) -> None:
-        node = Actor(self._sdk(), honest=honest)
+        node = Actor(self._sdk(), honest=honest, for_rent=pph > 0)
         node.sdk.register_node(
             NodeRegister(
                 name="prop-node",
@@ -272,20 +273,21 @@ class TrustMachine(RuleBasedStateMachine):
     # --- setup -----------------------------------------------------------------------
 
     @initialize(
-        rentable=st.lists(st.booleans(), min_size=5, max_size=5),
-        extra=st.lists(st.tuples(st.booleans(), st.booleans(), st.booleans()), max_size=2),
+        rentable=st.lists(st.booleans(), min_size=6, max_size=6),
+        extra=st.lists(st.tuples(st.booleans(), st.booleans(), st.booleans()), max_size=1),
         jobs=st.lists(st.sampled_from(sorted(POLICIES)), max_size=3),
     )
     def start(
         self, rentable: list[bool], extra: list[tuple[bool, bool, bool]], jobs: list[str]
     ) -> None:
-        """A funded client; nodes staked with the minimum: two honest, two honest and
-        trusted enough to re-run disputes, one cheater, and up to two more of any kind
+        """A funded client; nodes staked with three times the minimum: two honest, three honest and
+        trusted enough to re-run disputes, one cheater, and maybe one more of any kind
         (some for rent); and a few jobs queued."""
         client = Actor(self._sdk())
         self._faucet(client, 500 * DUCK)
         self.clients.append(client)
-        kinds = [(True, False), (True, False), (True, True), (True, True), (False, False)]
+        kinds = [(True, False), (True, False), (True, True), (True, True), (True, True)]
+        kinds.append((False, False))
         kinds += [(honest, trusted) for honest, trusted, _ in extra]
         rents = rentable + [r for _, _, r in extra]
         for i, ((honest, trusted), for_rent) in enumerate(zip(kinds, rents, strict=True)):
@@ -294,7 +296,7 @@ class TrustMachine(RuleBasedStateMachine):
                 trusted=trusted,
                 price=200 + 100 * i,
                 pph=PPH if for_rent else 0,
-                stake=MIN_STAKE,
+                stake=3 * MIN_STAKE,  # room to unstake some and lose a few slashes
             )
         for policy in jobs:
             self._submit(client, policy, check=True, max_price=1_000, on_rental=False)
@@ -370,11 +372,24 @@ class TrustMachine(RuleBasedStateMachine):
         check=st.booleans(),
         max_price=st.sampled_from([1_000, 300]),
         on_rental=st.booleans(),
+        run_by=st.none() | picks,
     )
-    def submit(self, i: int, policy: str, check: bool, max_price: int, on_rental: bool) -> None:
+    def submit(
+        self,
+        i: int,
+        policy: str,
+        check: bool,
+        max_price: int,
+        on_rental: bool,
+        run_by: int | None,
+    ) -> None:
+        """Submit a job; with ``run_by``, that node works at once (it takes the oldest
+        task it may, not necessarily this job's)."""
         self._submit(
             pick(self.clients, i), policy, check=check, max_price=max_price, on_rental=on_rental
         )
+        if run_by is not None:
+            self._work(pick(self.nodes, run_by))
 
     def _submit(
         self, client: Actor, policy: str, *, check: bool, max_price: int, on_rental: bool
@@ -432,22 +447,26 @@ class TrustMachine(RuleBasedStateMachine):
     @rule(i=picks)
     def work(self, i: int) -> None:
         """A node leases a task and reports its own answer at once."""
-        node = pick(self.nodes, i)
+        self._work(pick(self.nodes, i))
+
+    def _work(self, node: Actor) -> None:
         held = self._lease(node)
         if held is not None:
             self._report(held, self._own_result(node))
 
-    @rule(finish_held=st.booleans())
-    def drain(self, finish_held: bool) -> None:
-        """Every node works (its own answers) until nobody gets a task: queues run dry,
-        disputes are re-run and decided where enough eligible nodes exist. With
-        ``finish_held`` the leases already held report first (late replicas)."""
+    @rule(first=picks, finish_held=st.booleans())
+    def drain(self, first: int, finish_held: bool) -> None:
+        """Every node works (its own answers), node ``first`` first, until nobody gets a
+        task: queues run dry, disputes are re-run and decided where enough eligible nodes
+        exist. With ``finish_held`` the leases already held report first (late replicas)."""
         if finish_held:
             for held in list(self.held):
                 self._report(held, self._own_result(held.node))
+        k = first % len(self.nodes)
+        order = self.nodes[k:] + self.nodes[:k]
         for _ in range(12):
             progressed = False
-            for node in self.nodes:
+            for node in order:
                 held = self._lease(node)
                 if held is not None:
                     self._report(held, self._own_result(node))
@@ -502,14 +521,19 @@ class TrustMachine(RuleBasedStateMachine):
         i=picks,
         first=picks,
         second=st.none() | picks,
+        any_node=st.booleans(),
         hours=st.sampled_from([0.01, 0.05, 1.0]),
         budget=st.sampled_from([DUCK // 10, 10 * DUCK]),
     )
-    def rent(self, i: int, first: int, second: int | None, hours: float, budget: int) -> None:
+    def rent(
+        self, i: int, first: int, second: int | None, any_node: bool, hours: float, budget: int
+    ) -> None:
+        """Rent one or two nodes (unless ``any_node``, ones with an hourly price)."""
         client = pick(self.clients, i)
-        chosen = [pick(self.nodes, first)]
-        if second is not None and pick(self.nodes, second) is not chosen[0]:
-            chosen.append(pick(self.nodes, second))
+        pool = [n for n in self.nodes if any_node or n.for_rent] or self.nodes
+        chosen = [pick(pool, first)]
+        if second is not None and pick(pool, second) is not chosen[0]:
+            chosen.append(pick(pool, second))
         addresses = [n.address for n in chosen]
 
         def predict(s: Session) -> type[QuackMeshError] | None:

@@ -538,6 +538,8 @@ def test_a_late_replica_is_still_judged_paid_if_right_slashed_if_wrong(net: Net)
     assert decided.state == JobState.SUCCEEDED and decided.paid == 1_200
     # Pay for the replica still running is kept in escrow until it reports.
     assert decided.refunded == decided.escrowed - 1_200 - 400
+    with pytest.raises(InvalidState, match="still has a replica"):
+        client.dispute(job.id)  # that kept pay lives in the same escrow account
     assert succeed(slow_cheat, leases[3], WRONG) == 0
     done = client.status(job.id)
     late = next(t for t in done.tasks if t.node == slow_cheat.address)
@@ -554,3 +556,22 @@ def test_a_late_replica_is_still_judged_paid_if_right_slashed_if_wrong(net: Net)
     assert succeed(nodes[3], leases[3]) == 400  # late but right: paid
     assert client.status(job2.id).paid == 1_600
     ledger_ok(net)
+
+
+def test_a_default_redundant_job_fills_the_known_answer_pool_once_three_agree(net: Net) -> None:
+    from quackmesh.coordinator.db.models import Honeypot
+
+    client = net.funded()
+    job = submit(net, client, "redundant")  # k=3, quorum 2
+    nodes = (net.node(), net.node(), net.node())
+    leases = [lease_one(n) for n in nodes]
+    succeed(nodes[0], leases[0])
+    succeed(nodes[1], leases[1])  # decided by two: not yet a known answer
+
+    def pool() -> list[str]:
+        with net.rt.sessions() as session:
+            return [h.source_job for h in session.scalars(select(Honeypot))]
+
+    assert pool() == []
+    succeed(nodes[2], leases[2])  # the late third agrees
+    assert pool() == [job.id]

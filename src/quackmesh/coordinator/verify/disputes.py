@@ -68,6 +68,17 @@ def open_dispute(rt: Runtime, session: Session, *, job: Job, reason: str, now: f
             f"the dispute window of {rt.settings.dispute_window_s:.0f} s has closed",
             job_id=job.id,
         )
+    running = session.scalar(
+        select(Task.id).where(
+            Task.job_id == job.id,
+            Task.state.in_([TaskState.QUEUED.value, TaskState.LEASED.value]),
+        )
+    )
+    if running is not None:  # a late replica's pay is still held in the job's escrow
+        raise InvalidState(
+            f"job {job.id} still has a replica running; dispute it once it has reported",
+            job_id=job.id,
+        )
     open_one = session.scalar(
         select(Dispute.id).where(Dispute.job_id == job.id, Dispute.state == "open")
     )

@@ -1,6 +1,7 @@
 """Honeypots: known-answer tasks mixed into the queue, indistinguishable to nodes.
 
-The pool is filled from results that at least three nodes agreed on, or that a reference
+The pool is filled from results that at least three nodes agreed on (a late replica that
+agrees counts, so a default redundant job of three fills it), or that a reference
 verifier confirmed (two colluding nodes can agree on a wrong value): the same kind, parameters and inputs, with the
 agreed output as the known answer. When a node finishes a ``honeypot``-policy job, with
 probability ``honeypot_rate`` the coordinator queues one of these for that node (a task
@@ -37,8 +38,10 @@ POOL_MAX = 1_000
 
 
 def remember(session: Session, *, job: Job, output_sha256: str, now: float) -> None:
-    """Add a verified result to the pool (one entry per kind/params/inputs)."""
+    """Add a verified result to the pool (one entry per source job)."""
     if job.honeypot or not output_sha256:
+        return
+    if session.scalar(select(Honeypot.id).where(Honeypot.source_job == job.id)) is not None:
         return
     count = len(session.scalars(select(Honeypot.id).limit(POOL_MAX)).all())
     if count >= POOL_MAX:

@@ -315,7 +315,7 @@ def accept(
     # too), so a cheater cannot hide by being slow: their pay stays in escrow until then.
     running = [
         t
-        for t in replicas_of(session, job)
+        for t in (replicas_of(session, job) if job.max_replicas > 1 else ())
         if t.state == TaskState.LEASED.value and t not in winners and t.rental_id is None
     ]
     keep = sum((t.price_per_unit or 0) * job.units for t in running)
@@ -430,6 +430,11 @@ def judge_late(
             task.payment_tx = tx.tx_id if tx is not None else None
             job.paid += amount
             job.fee += fee
+        valid = [t for t in replicas_of(session, job) if t.verdict == "valid"]
+        if len(valid) == 3 and job.rental_id is None:  # now three nodes agree: a known answer
+            from quackmesh.coordinator.verify.honeypots import remember
+
+            remember(session, job=job, output_sha256=job.result_sha256 or "", now=now)
     else:
         winners = [t for t in replicas_of(session, job) if t.verdict == "valid" and t.id != task.id]
         task.verdict = "invalid"
