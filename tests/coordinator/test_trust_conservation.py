@@ -280,21 +280,22 @@ class TrustMachine(RuleBasedStateMachine):
     def start(
         self, rentable: list[bool], extra: list[tuple[bool, bool, bool]], jobs: list[str]
     ) -> None:
-        """A funded client; nodes staked with three times the minimum: two honest, three honest and
-        trusted enough to re-run disputes, one cheater, and maybe one more of any kind
-        (some for rent); and a few jobs queued."""
+        """A funded client; nodes staked with three times the minimum: two honest, three
+        honest and trusted enough to re-run disputes, one cheater, and maybe one more of
+        any kind (some for rent); and a few jobs queued."""
         client = Actor(self._sdk())
         self._faucet(client, 500 * DUCK)
         self.clients.append(client)
-        kinds = [(True, False), (True, False), (True, True), (True, True), (True, True)]
-        kinds.append((False, False))
-        kinds += [(honest, trusted) for honest, trusted, _ in extra]
+        # (honest, trusted, price per unit): every one but the second takes 300-priced jobs
+        kinds = [(True, False, 300), (True, False, 500), (True, True, 200), (True, True, 250)]
+        kinds += [(True, True, 300), (False, False, 300)]
+        kinds += [(honest, trusted, 400) for honest, trusted, _ in extra]
         rents = rentable + [r for _, _, r in extra]
-        for i, ((honest, trusted), for_rent) in enumerate(zip(kinds, rents, strict=True)):
+        for (honest, trusted, price), for_rent in zip(kinds, rents, strict=True):
             self._register(
                 honest=honest,
                 trusted=trusted,
-                price=200 + 100 * i,
+                price=price,
                 pph=PPH if for_rent else 0,
                 stake=3 * MIN_STAKE,  # room to unstake some and lose a few slashes
             )
@@ -459,6 +460,9 @@ class TrustMachine(RuleBasedStateMachine):
         """Every node works (its own answers), node ``first`` first, until nobody gets a
         task: queues run dry, disputes are re-run and decided where enough eligible nodes
         exist. With ``finish_held`` the leases already held report first (late replicas)."""
+        self._drain(first, finish_held=finish_held)
+
+    def _drain(self, first: int, *, finish_held: bool) -> None:
         if finish_held:
             for held in list(self.held):
                 self._report(held, self._own_result(held.node))
@@ -486,9 +490,10 @@ class TrustMachine(RuleBasedStateMachine):
         )
 
     @precondition(lambda self: self.jobs)
-    @rule(i=picks, succeeded=st.booleans())
-    def dispute(self, i: int, succeeded: bool) -> None:
-        """Dispute a job (with ``succeeded``, one that succeeded if there is any)."""
+    @rule(i=picks, succeeded=st.booleans(), then_drain=st.booleans())
+    def dispute(self, i: int, succeeded: bool, then_drain: bool) -> None:
+        """Dispute a job (with ``succeeded``, one that succeeded if there is any); with
+        ``then_drain`` the held leases report and every node works right after."""
         jobs = self.jobs
         if succeeded:
             states = self._read(lambda s: {j.id: j.state for j in s.scalars(select(Job))})
@@ -514,6 +519,8 @@ class TrustMachine(RuleBasedStateMachine):
         self._attempt(
             "dispute", lambda: client.sdk.dispute(job_id, reason="prop"), self._read(predict)
         )
+        if then_drain:
+            self._drain(0, finish_held=True)
 
     # --- rentals ---------------------------------------------------------------------
 
