@@ -50,6 +50,7 @@ __all__ = [
     "job_public",
     "job_result",
     "list_jobs",
+    "new_task",
     "prepare_submission",
     "refund_job",
     "submit_job",
@@ -129,6 +130,44 @@ def prepare_submission(
     return params, units
 
 
+def new_task(
+    job: Job,
+    *,
+    role: str,
+    now: float,
+    excluded: list[str] | None = None,
+    max_price: int | None = None,
+    priority: int | None = None,
+    min_reputation: float = 0.0,
+    dispute_id: str | None = None,
+    rental_id: str | None = None,
+    pinned_node: str | None = None,
+) -> Task:
+    """A queued task of ``job`` (the job's price, priority and rental unless given)."""
+    rental = job.rental_id if rental_id is None and role != "dispute" else rental_id
+    return Task(
+        id=new_id("task"),
+        job_id=job.id,
+        kind=job.kind,
+        state=TaskState.QUEUED.value,
+        max_price=job.max_price if max_price is None else max_price,
+        attempts=0,
+        failures=[],
+        excluded_nodes=list(excluded or []),
+        queued_at=now,
+        paid=0,
+        role=role,
+        verdict="pending",
+        payment_state="rental" if rental else "escrowed",
+        priority=job.priority if priority is None else priority,
+        verifier_only=role == "reference",
+        min_reputation=min_reputation,
+        dispute_id=dispute_id,
+        rental_id=rental,
+        pinned_node=pinned_node,
+    )
+
+
 def _plan(body: JobCreate) -> Plan:
     v = body.verification
     try:
@@ -181,26 +220,7 @@ def submit_job(rt: Runtime, session: Session, *, owner: str, body: JobCreate) ->
     if plan.policy is Policy.REFERENCE:
         roles = ["primary", "reference"]
     for role in roles:
-        session.add(
-            Task(
-                id=new_id("task"),
-                job_id=job.id,
-                kind=body.kind,
-                state=TaskState.QUEUED.value,
-                max_price=body.max_price,
-                attempts=0,
-                failures=[],
-                excluded_nodes=[],
-                queued_at=now,
-                paid=0,
-                role=role,
-                verdict="pending",
-                payment_state="rental" if body.rental_id else "escrowed",
-                priority=priority,
-                verifier_only=role == "reference",
-                rental_id=body.rental_id,
-            )
-        )
+        session.add(new_task(job, role=role, now=now))
     # Escrow last: InsufficientBalance rolls back the whole transaction, job rows included.
     if escrowed > 0:
         rt.ledger.escrow(

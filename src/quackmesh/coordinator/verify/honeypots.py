@@ -24,9 +24,10 @@ from sqlalchemy.orm import Session
 from quackmesh.coordinator.accounts.staking import slash
 from quackmesh.coordinator.db.models import Honeypot, Job, Node, Task
 from quackmesh.coordinator.events.service import emit
+from quackmesh.coordinator.jobs.service import new_task
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.core.ids import new_id
-from quackmesh.core.schemas import JobState, TaskState
+from quackmesh.core.schemas import JobState
 from quackmesh.ledger import TREASURY, job_escrow_account
 from quackmesh.workloads import get_workload
 
@@ -118,22 +119,8 @@ def _queue(
         expected_sha256=entry.output_sha256,
     )
     session.add(job)
-    session.add(
-        Task(
-            id=new_id("task"),
-            job_id=job.id,
-            kind=job.kind,
-            state=TaskState.QUEUED.value,
-            max_price=job.max_price,
-            attempts=0,
-            failures=[],
-            excluded_nodes=[],
-            queued_at=now,
-            paid=0,
-            role="primary",  # as any job's first task: nothing in it says "honeypot"
-            pinned_node=node.address,
-        )
-    )
+    # Role "primary" as any job's first task: nothing in it says "honeypot".
+    session.add(new_task(job, role="primary", now=now, pinned_node=node.address))
     if cost > 0:
         rt.ledger.transfer(
             session,

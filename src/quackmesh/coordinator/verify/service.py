@@ -29,7 +29,6 @@ from quackmesh.coordinator.events.service import emit
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.coordinator.verify.policy import Policy, Vote, check_probability, decide
 from quackmesh.coordinator.verify.reputation import ewma, timeliness_sample
-from quackmesh.core.ids import new_id
 from quackmesh.core.schemas import JobState, TaskState
 from quackmesh.ledger import job_escrow_account
 from quackmesh.workloads import get_workload
@@ -95,23 +94,16 @@ def add_tasks(
 ) -> list[Task]:
     """Queue ``n`` more tasks for the job on nodes that have not touched it yet."""
     excluded = sorted(touched_nodes(session, job))
+    from quackmesh.coordinator.jobs.service import new_task
+
     tasks = [
-        Task(
-            id=new_id("task"),
-            job_id=job.id,
-            kind=job.kind,
-            state=TaskState.QUEUED.value,
-            max_price=job.max_price if max_price is None else max_price,
-            attempts=0,
-            failures=[],
-            excluded_nodes=list(excluded),
-            queued_at=now,
-            paid=0,
+        new_task(
+            job,
             role=role,
-            verdict="pending",
-            payment_state="rental" if rental_id else "escrowed",
-            priority=job.priority if priority is None else priority,
-            verifier_only=role == "reference",
+            now=now,
+            excluded=excluded,
+            max_price=max_price,
+            priority=priority,
             min_reputation=min_reputation,
             dispute_id=dispute_id,
             rental_id=rental_id,
