@@ -82,6 +82,13 @@ def test_rent_list_show_submit_and_cancel(
         short.stderr
     )
 
+    preview = cli.invoke(app, ["rent", node, "--hours", "2", "--budget", "5", "--quote", *url])
+    assert preview.exit_code == 0, preview.output
+    assert "would cost 3 DUCK, within the budget of 5 DUCK; nothing reserved" in flat(
+        preview.stdout
+    )
+    assert json.loads(cli.invoke(app, ["rental", "list", "--json", *url]).stdout) == []
+
     made = cli.invoke(app, ["rent", node, "--hours", "2", "--budget", "5", *url])
     assert made.exit_code == 0, made.output
     assert "escrowed 3 DUCK (budget 5 DUCK)" in flat(made.stdout) and "rental id rental_" in flat(

@@ -403,3 +403,15 @@ def test_ending_a_rental_fails_its_unfinished_jobs_and_balance_shows_its_escrow(
     assert rented.lease(max_tasks=1, wait_s=0).tasks == []
     assert client.balance().in_escrow == 0
     conserved(net)
+
+
+def test_a_quote_previews_nodes_and_cost_and_reserves_nothing(net: Net) -> None:
+    node = net.node(price_per_hour=PPH)
+    client = net.funded(10 * DUCK)
+    transactions = net.journal_count()
+    preview = client.quote_rental(nodes=[node.address], hours=2, budget=PPH)
+    assert [m.node for m in preview.nodes] == [node.address]
+    assert preview.cost == 2 * PPH and preview.within_budget is False
+    assert net.journal_count() == transactions and rented_by(net, node) is None
+    rental = client.rent(nodes=[node.address], hours=2, budget=2 * PPH)
+    assert rental.escrowed == preview.cost

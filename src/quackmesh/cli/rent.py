@@ -73,11 +73,14 @@ def rent(
         int | None,
         typer.Option("--gpus", min=1, help="instead of NODE…: the cheapest nodes per GPU"),
     ] = None,
+    quote: Annotated[
+        bool, typer.Option("--quote", help="only show what it would take and cost")
+    ] = False,
     wallet: WalletOpt = None,
     coordinator: CoordOpt = DEFAULT_COORDINATOR,
     json_out: JsonOpt = False,
 ) -> None:
-    """Rent NODE… (or --gpus N) for --hours at their hourly price.
+    """Rent NODE… (or --gpus N) for --hours at their hourly price (--quote: preview only).
 
     The whole cost is escrowed up front; providers are paid from it per minute of online
     time, and whatever is left comes back when the rental ends or is cancelled. Run jobs
@@ -89,7 +92,23 @@ def rent(
         die("--hours must be a positive number of hours", ExitCode.USAGE)
     limit = parse_amount(budget, "--budget")
     with Client(coordinator, load_wallet(wallet)) as client:
-        rental = client.rent(nodes=nodes, gpus=gpus, hours=hours, budget=limit)
+        if quote:
+            preview = client.quote_rental(nodes=nodes, gpus=gpus, hours=hours, budget=limit)
+        else:
+            rental = client.rent(nodes=nodes, gpus=gpus, hours=hours, budget=limit)
+    if quote:
+        if json_out:
+            print_json(preview.model_dump(mode="json"))
+            return
+        verdict = "within" if preview.within_budget else "[red]over[/]"
+        console.print(
+            f"{len(preview.nodes)} node(s) for {preview.hours:g} h at"
+            f" {format_duck(preview.price_per_hour)}/h would cost {format_duck(preview.cost)},"
+            f" {verdict} the budget of {format_duck(limit)}; nothing reserved"
+        )
+        for member in preview.nodes:
+            console.print(f"  {member.node}  {format_duck(member.price_per_hour)}/h")
+        return
     if json_out:
         print_json(rental.model_dump(mode="json"))
         return

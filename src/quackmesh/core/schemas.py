@@ -50,6 +50,7 @@ __all__ = [
     "RentalListPublic",
     "RentalNodePublic",
     "RentalPublic",
+    "RentalQuotePublic",
     "ReputationPublic",
     "Sha256",
     "SlashListPublic",
@@ -503,3 +504,14 @@ class RentalPublic(_Wire):
 
 class RentalListPublic(_Wire):
     rentals: list[RentalPublic]
+
+
+class RentalQuotePublic(_Wire):
+    """What a rental would cost, before anything is escrowed."""
+
+    nodes: list[RentalNodePublic]
+    hours: float
+    price_per_hour: int
+    cost: int
+    budget: int
+    within_budget: bool

@@ -50,6 +50,7 @@ from quackmesh.core.schemas import (
     RentalCreate,
     RentalListPublic,
     RentalPublic,
+    RentalQuotePublic,
     SlashListPublic,
     SlashPublic,
     StakeCreate,
@@ -394,6 +395,18 @@ class Client:
         """
         body = RentalCreate(nodes=list(nodes or []), gpus=gpus, hours=hours, budget=budget)
         return self._model(_Call("POST", "/v1/rentals", json=_body(body)), RentalPublic)
+
+    def quote_rental(
+        self,
+        *,
+        nodes: list[str] | None = None,
+        gpus: int | None = None,
+        hours: float,
+        budget: int,
+    ) -> RentalQuotePublic:
+        """What :meth:`rent` would reserve and cost; nothing is escrowed."""
+        body = RentalCreate(nodes=list(nodes or []), gpus=gpus, hours=hours, budget=budget)
+        return self._model(_Call("POST", "/v1/rentals/quote", json=_body(body)), RentalQuotePublic)
 
     def rentals(self) -> list[RentalPublic]:
         return self._model(_Call("GET", "/v1/rentals"), RentalListPublic).rentals

@@ -13,10 +13,17 @@ from quackmesh.coordinator.rentals.service import (
     create_rental,
     get_owned_rental,
     list_rentals,
+    quote_rental,
     rental_public,
     rental_publics,
 )
-from quackmesh.core.schemas import RentalCreate, RentalListPublic, RentalPublic
+from quackmesh.core.schemas import (
+    RentalCreate,
+    RentalListPublic,
+    RentalNodePublic,
+    RentalPublic,
+    RentalQuotePublic,
+)
 
 router = APIRouter(prefix="/v1/rentals", tags=["rentals"])
 
@@ -34,6 +41,27 @@ def rent(body: RentalCreate, signer: SubmitSigner, rt: RuntimeDep) -> RentalPubl
         public = rental_public(session, rental)
     rt.notifier.notify_all()  # the rented nodes now take only this client's work
     return public
+
+
+@router.post("/quote", response_model=RentalQuotePublic)
+def quote(body: RentalCreate, signer: SubmitSigner, rt: RuntimeDep) -> RentalQuotePublic:
+    """The cost preview: the nodes a rental would take and what it would cost; nothing
+    is reserved or escrowed (the same checks as renting, except budget and balance)."""
+    del signer  # signed so quotes are rate-limited per address like the rental itself
+    with rt.reads() as session:
+        nodes, per_hour, cost = quote_rental(rt, session, body=body)
+        members = [
+            RentalNodePublic(node=n.address, price_per_hour=n.price_per_hour, online_s=0, paid=0)
+            for n in nodes
+        ]
+    return RentalQuotePublic(
+        nodes=members,
+        hours=body.hours,
+        price_per_hour=per_hour,
+        cost=cost,
+        budget=body.budget,
+        within_budget=cost <= body.budget,
+    )
 
 
 @router.get("", response_model=RentalListPublic)

@@ -52,6 +52,7 @@ __all__ = [
     "earned",
     "get_owned_rental",
     "list_rentals",
+    "quote_rental",
     "rental_cost",
     "rental_public",
     "rental_publics",
@@ -263,14 +264,11 @@ def _gpu_nodes(rt: Runtime, session: Session, gpus: int) -> list[Node]:
     return picked
 
 
-def create_rental(
-    rt: Runtime, session: Session, *, client: str, body: RentalCreate, now: float
-) -> Rental:
-    """Reserve the named nodes (or enough GPUs) and escrow the whole cost up front.
-
-    Everything is checked before anything is written; the escrow comes last, so too little
-    balance (402) rolls back the rental rows with it.
-    """
+def quote_rental(
+    rt: Runtime, session: Session, *, body: RentalCreate
+) -> tuple[list[Node], int, int]:
+    """The nodes a rental would take, their price per hour and the total cost, with every
+    check of :func:`create_rental` except the budget and the balance. Writes nothing."""
     if body.nodes and body.gpus is not None:
         raise ValidationFailed("name nodes or ask for a number of GPUs, not both", field="gpus")
     if not body.nodes and body.gpus is None:
@@ -281,6 +279,18 @@ def create_rental(
     cost = rental_cost([n.price_per_hour for n in nodes], body.hours)
     if cost <= 0:
         raise ValidationFailed("the rental is too short to cost anything", field="hours")
+    return nodes, per_hour, cost
+
+
+def create_rental(
+    rt: Runtime, session: Session, *, client: str, body: RentalCreate, now: float
+) -> Rental:
+    """Reserve the named nodes (or enough GPUs) and escrow the whole cost up front.
+
+    Everything is checked before anything is written; the escrow comes last, so too little
+    balance (402) rolls back the rental rows with it.
+    """
+    nodes, per_hour, cost = quote_rental(rt, session, body=body)
     if cost > body.budget:
         raise ValidationFailed(
             f"renting {len(nodes)} node(s) for {body.hours:g} h at {format_duck(per_hour)}/h "
