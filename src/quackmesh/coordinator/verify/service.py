@@ -190,7 +190,6 @@ def on_success(
     if job.state != JobState.RUNNING.value:  # decided already: a late replica
         return judge_late(rt, session, task=task, job=job, node=node, now=now)
     policy = Policy(job.policy)
-    replicas = replicas_of(session, job)
     if policy in (Policy.NONE, Policy.HONEYPOT):
         accept(rt, session, job=job, winners=[task], losers=[], checked=False, now=now)
         if policy is Policy.HONEYPOT:
@@ -198,7 +197,7 @@ def on_success(
 
             maybe_inject(rt, session, node=node, now=now)
         return task.paid
-    if policy is Policy.ADAPTIVE and len(replicas) == 1:
+    if policy is Policy.ADAPTIVE and len(replicas_of(session, job)) == 1:
         p = check_probability(
             _trust_run(session, node.address, job.kind),
             trust_after=rt.settings.adaptive_trust,
