@@ -150,7 +150,7 @@ class Task(Base):
     )  # primary | replica | check | reference | dispute | honeypot
     verdict: Mapped[str] = mapped_column(
         String(16), default="pending", server_default="pending"
-    )  # pending | valid | invalid | unchecked (accepted without a check)
+    )  # pending | valid | invalid | unchecked (accepted without a check) | unverified
     payment_state: Mapped[str] = mapped_column(
         String(16), default="escrowed", server_default="escrowed"
     )  # escrowed | paid | refunded | slashed | unpaid | rental

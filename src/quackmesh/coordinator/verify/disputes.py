@@ -1,7 +1,7 @@
 """Disputes: a client re-opens a finished job for extra replicas on high-reputation nodes.
 
 Within ``dispute_window_s`` of completion the owner may dispute a succeeded job. The
-client escrows the dispute fee plus ``dispute_replicas × max_price × units`` (into the
+client escrows the dispute fee plus ``(dispute_replicas + 2) × max_price × units`` (into the
 job's escrow account, which the job had closed). The replicas run on nodes that never
 touched the job and whose reputation is at least ``dispute_min_reputation``; they must
 agree among themselves (all ``dispute_replicas`` of them; disagreement adds replicas up
