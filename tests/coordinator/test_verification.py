@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from quackmesh.coordinator.db.models import Event, Node, NodeTrust, Slash, Task
+from quackmesh.coordinator.db.models import Event, Honeypot, Job, Node, NodeTrust, Slash, Task
 from quackmesh.coordinator.sweeper import sweep_once
 from quackmesh.coordinator.verify.honeypots import HONEYPOT_OWNER, inject
 from quackmesh.core.errors import DevModeOnly, InvalidState, JobNotFound, ValidationFailed
@@ -101,7 +101,6 @@ def test_redundant_majority_wins_and_the_dissenter_is_slashed_unpaid(net: Net) -
         MIN - MIN // 10,
         0,
     ]
-    assert net.rt.ledger is not None
     assert cheat.stake_info().eligible is False  # below the minimum: no more paid work
     assert cheat.lease(max_tasks=1, wait_s=0).tasks == []
     rep = cheat.node(cheat.address).reputation
@@ -375,9 +374,6 @@ def test_dispute_rules(net_factory: Any) -> None:
     late = submit(net, client, "none")
     succeed(node, lease_one(node))
     with net.rt.sessions.begin() as session:
-        session.execute(Task.__table__.update().where(Task.job_id == late.id).values(finished_at=0))
-        from quackmesh.coordinator.db.models import Job
-
         row = session.get(Job, late.id)
         assert row is not None
         row.completed_at = time.time() - 60
@@ -521,8 +517,6 @@ def test_honeypot_jobs_are_invisible_to_clients(net_factory: Any) -> None:
     jobs = client.list_jobs()
     assert all(j.owner == client.address for j in jobs)
     with net.rt.sessions() as session:
-        from quackmesh.coordinator.db.models import Job
-
         hidden = session.scalars(select(Job).where(Job.owner == HONEYPOT_OWNER)).all()
     assert len(hidden) == 1 and hidden[0].honeypot
 
@@ -559,8 +553,6 @@ def test_a_late_replica_is_still_judged_paid_if_right_slashed_if_wrong(net: Net)
 
 
 def test_a_default_redundant_job_fills_the_known_answer_pool_once_three_agree(net: Net) -> None:
-    from quackmesh.coordinator.db.models import Honeypot
-
     client = net.funded()
     job = submit(net, client, "redundant")  # k=3, quorum 2
     nodes = (net.node(), net.node(), net.node())

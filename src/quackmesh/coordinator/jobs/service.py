@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from quackmesh.coordinator.db.models import Job, Task
 from quackmesh.coordinator.events.service import emit
+from quackmesh.coordinator.rentals.service import require_rental
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.coordinator.scheduler.rules import client_priority
 from quackmesh.coordinator.scheduler.views import effective_stakes
@@ -184,8 +185,6 @@ def submit_job(rt: Runtime, session: Session, *, owner: str, body: JobCreate) ->
     params, units = prepare_submission(rt, session, owner=owner, body=body)
     now = time.time()
     if body.rental_id is not None:
-        from quackmesh.coordinator.rentals.service import require_rental
-
         require_rental(session, rental_id=body.rental_id, owner=owner, now=now)
     stake = effective_stakes(rt.ledger, session, [owner])[owner]
     priority = client_priority(stake, rt.settings.priority_stake_step)

@@ -123,7 +123,13 @@ def open_dispute(rt: Runtime, session: Session, *, job: Job, reason: str, now: f
 
 def reconsider_dispute(rt: Runtime, session: Session, *, job: Job, now: float) -> None:
     """Decide the job's open dispute from its re-runs so far (after a result or failure)."""
-    from quackmesh.coordinator.verify.service import add_tasks, cancel_outstanding, load_output
+    from quackmesh.coordinator.verify.service import (
+        add_tasks,
+        cancel_outstanding,
+        load_output,
+        payout,
+        task_price,
+    )
 
     row = session.scalars(
         select(Dispute).where(Dispute.job_id == job.id, Dispute.state == "open").with_for_update()
@@ -165,11 +171,7 @@ def reconsider_dispute(rt: Runtime, session: Session, *, job: Job, now: float) -
     by_id = {t.id: t for t in reruns}
     winners = [by_id[v.task_id] for v in decision.winners] if decision.action == "accept" else []
     paid_reruns = winners or done  # inconclusive: every re-run that did the work is paid
-    fee_bps = rt.settings.fee_bps
-    payouts = []
-    for t in paid_reruns:
-        amount = (t.price_per_unit or 0) * job.units
-        payouts.append((t.node or "", amount, amount * fee_bps // 10_000))
+    payouts = [payout(rt, t, job) for t in paid_reruns]
     originals = [
         t
         for t in session.scalars(
@@ -197,7 +199,7 @@ def reconsider_dispute(rt: Runtime, session: Session, *, job: Job, now: float) -
         memo=f"dispute {state}",
     )
     for t in paid_reruns:
-        t.paid = (t.price_per_unit or 0) * job.units
+        t.paid = task_price(t, job)
         t.payment_state = "paid"
         t.payment_tx = tx.tx_id if tx is not None else None
         t.verdict = "valid" if t in winners else "unverified"

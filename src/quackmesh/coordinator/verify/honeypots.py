@@ -140,7 +140,7 @@ def _queue(
 
 def judge(rt: Runtime, session: Session, *, task: Task, job: Job, node: Node, now: float) -> int:
     """Compare a honeypot's result with the known answer; pay, or slash. Returns the pay."""
-    from quackmesh.coordinator.verify.service import load_output, record_verdict
+    from quackmesh.coordinator.verify.service import load_output, record_verdict, task_price
 
     expected = load_output(rt, job.expected_sha256)
     got = load_output(rt, task.output_sha256)
@@ -153,7 +153,7 @@ def judge(rt: Runtime, session: Session, *, task: Task, job: Job, node: Node, no
     job.updated_at = now
     if correct:
         task.verdict = "valid"
-        amount = min(held, (task.price_per_unit or 0) * job.units)
+        amount = min(held, task_price(task, job))
         _, tx = rt.ledger.settle_many(
             session, escrow=escrow, payouts=[(node.address, amount, 0)], owner=None, ref=job.id
         )

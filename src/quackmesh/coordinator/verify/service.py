@@ -43,10 +43,12 @@ __all__ = [
     "judge_late",
     "load_output",
     "on_success",
+    "payout",
     "reconsider",
     "record_timeliness",
     "record_verdict",
     "replicas_of",
+    "task_price",
     "touched_nodes",
 ]
 
@@ -61,6 +63,17 @@ def load_output(rt: Runtime, sha256: str | None) -> Any:
     if sha256 is None:
         return None
     return json.loads(rt.blobs.path_for(sha256).read_bytes())
+
+
+def task_price(task: Task, job: Job) -> int:
+    """What a task's node earns for it: its asking price × the job's units (0 on a rental)."""
+    return (task.price_per_unit or 0) * job.units
+
+
+def payout(rt: Runtime, task: Task, job: Job) -> tuple[str, int, int]:
+    """``(provider, amount, fee)`` for :meth:`Ledger.settle_many`."""
+    amount = task_price(task, job)
+    return task.node or "", amount, amount * rt.settings.fee_bps // 10_000
 
 
 def replicas_of(session: Session, job: Job, roles: Sequence[str] = REPLICA_ROLES) -> list[Task]:
@@ -296,12 +309,7 @@ def accept(
     now: float,
 ) -> None:
     """Accept the winners' result: pay them (one transaction), slash the losers, close."""
-    fee_bps = rt.settings.fee_bps
-    payouts = []
-    for w in winners:
-        if w.rental_id is None:
-            amount = (w.price_per_unit or 0) * job.units
-            payouts.append((w.node or "", amount, amount * fee_bps // 10_000))
+    payouts = [payout(rt, w, job) for w in winners if w.rental_id is None]
     # Replicas still running are judged when they report (BOINC validates late results
     # too), so a cheater cannot hide by being slow: their pay stays in escrow until then.
     running = [
@@ -309,7 +317,7 @@ def accept(
         for t in (replicas_of(session, job) if job.max_replicas > 1 else ())
         if t.state == TaskState.LEASED.value and t not in winners and t.rental_id is None
     ]
-    keep = sum((t.price_per_unit or 0) * job.units for t in running)
+    keep = sum(task_price(t, job) for t in running)
     refund, tx = rt.ledger.settle_many(
         session,
         escrow=job_escrow_account(job.id),
@@ -327,7 +335,7 @@ def accept(
     for w in winners:
         w.verdict = "valid" if checked else "unchecked"
         if w.rental_id is None:
-            w.paid = (w.price_per_unit or 0) * job.units
+            _, w.paid, fee = payout(rt, w, job)
             w.payment_state = "paid"
             w.payment_tx = tx.tx_id if tx is not None else None
             emit(
@@ -339,7 +347,7 @@ def accept(
                 at=now,
                 task_id=w.id,
                 amount=w.paid,
-                fee=w.paid * fee_bps // 10_000,
+                fee=fee,
             )
         if checked and w.node in nodes:
             record_verdict(rt, session, node=nodes[w.node], kind=job.kind, valid=True, now=now)
@@ -407,8 +415,7 @@ def judge_late(
     if agree:
         task.verdict = "valid"
         if task.rental_id is None:
-            amount = (task.price_per_unit or 0) * job.units
-            fee = amount * rt.settings.fee_bps // 10_000
+            _, amount, fee = payout(rt, task, job)
             _, tx = rt.ledger.settle_many(
                 session,
                 escrow=job_escrow_account(job.id),
