@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -87,13 +88,15 @@ class LocalNetwork:
         behaviours: list[str] | None = None,
         price_per_hour: int = 0,
         extra_args: list[str] | None = None,
+        datasets: list[Path] | None = None,
     ) -> list[subprocess.Popen[bytes]]:
         """Start ``count`` node subprocesses, each with a fresh wallet in home/nodes/.
 
         ``prefix`` wraps the command (e.g. ``ip netns exec NS`` to run it on another
         "host"); ``coordinator`` is the URL the node dials (default: this network's).
         Each node stakes ``stake`` (default: the coordinator's minimum), minted by the
-        development faucet; ``behaviours`` gives node i a test behaviour (dev mode only).
+        development faucet; ``behaviours`` gives node i a test behaviour (dev mode only);
+        ``datasets`` gives node i its own dataset registry (see ``cli/fldata.py``).
         """
         stake = self.settings.min_stake if stake is None else stake
         wallet_dir = self.settings.home / "nodes"
@@ -122,6 +125,8 @@ class LocalNetwork:
             behaviour = (behaviours or [])[i - start] if i - start < len(behaviours or []) else ""
             if behaviour:
                 cmd += ["--behaviour", behaviour]
+            if datasets is not None and i - start < len(datasets):
+                cmd += ["--datasets", str(datasets[i - start])]
             cmd += extra_args or []
             with (logs / f"node-{i}.log").open("wb") as log:
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from quackmesh import __version__
-from quackmesh.cli import demo, job, ledger, market, node, rent, up, wallet
+from quackmesh.cli import demo, job, ledger, market, node, rent, train, up, wallet
 
 app = typer.Typer(
     name="quackmesh",
@@ -20,6 +20,8 @@ app.add_typer(ledger.app, name="ledger")
 app.add_typer(market.app, name="market")
 app.add_typer(rent.rental_app, name="rental")
 app.command("rent")(rent.rent)
+app.command("train")(train.train)
+app.command("train-status")(train.train_status)
 app.command("up")(up.up)
 app.command("demo")(demo.demo)
 

@@ -54,6 +54,7 @@ def _table(nodes: list[NodePublic], total: int) -> Table:
         "reputation",
         "stake",
         "rented",
+        "datasets",
         caption=f"{len(nodes)} of {total} matching nodes",
     )
     for n in nodes:
@@ -70,6 +71,7 @@ def _table(nodes: list[NodePublic], total: int) -> Table:
             f"{n.reputation.score:.2f}" if n.reputation is not None else "-",
             format_duck(n.stake),
             n.rental_id or "-",
+            ", ".join(f"{d.name} ({d.rows} rows)" for d in n.datasets) or "-",
         )
     return table
 
@@ -101,6 +103,9 @@ def list_(
     workload: Annotated[
         str | None, typer.Option("--workload", help="advertises this kind, e.g. ml.kmeans")
     ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="holds this node-local dataset (FL)")
+    ] = None,
     rentable: Annotated[
         bool | None,
         typer.Option("--rentable/--not-rentable", help="for rent by the hour and not rented"),
@@ -129,6 +134,7 @@ def list_(
         "min_reputation": min_reputation,
         "region": region,
         "workload": workload,
+        "dataset": dataset,
         "rentable": rentable,
         "sort": sort,
         "limit": limit,

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from quackmesh.cli import datasets as datasets_cli
 from quackmesh.cli.common import (
     DEFAULT_COORDINATOR,
     console,
@@ -30,6 +31,7 @@ from quackmesh.core.wallet import Wallet
 from quackmesh.sdk import Client
 
 app = typer.Typer(help="Run a provider node and manage its stake.", no_args_is_help=True)
+app.add_typer(datasets_cli.app, name="datasets")
 
 BEHAVIOURS: tuple[Behaviour, ...] = ("honest", "wrong", "lazy", "flaky")
 
@@ -77,12 +79,20 @@ def start(
             help="test networks only: honest|wrong|lazy|flaky (refused outside development mode)"
         ),
     ] = "honest",
+    datasets: Annotated[
+        Path | None,
+        typer.Option(
+            "--datasets",
+            help="dataset registry to advertise [default: $QUACKMESH_HOME/datasets.json]",
+        ),
+    ] = None,
 ) -> None:
     """Join a coordinator: register, heartbeat, lease tasks and run them sandboxed.
 
     Ctrl-C once drains (running tasks finish, no new leases); twice releases them.
     """
     from quackmesh.node.agent import NodeAgent, NodeConfig
+    from quackmesh.node.datasets import default_registry, load_registry
     from quackmesh.node.sandbox import network_isolation_available
 
     logging.basicConfig(level=os.environ.get("QUACKMESH_LOG_LEVEL", "WARNING"))
@@ -101,6 +111,7 @@ def start(
         stake=parse_amount(stake, "--stake") if stake is not None else 0,
         faucet=faucet,
         behaviour=_behaviour(behaviour),
+        datasets=load_registry(datasets or default_registry()),
     )
     agent = NodeAgent(
         config, load_wallet(wallet), on_event=lambda msg: console.print(msg, highlight=False)

@@ -19,6 +19,7 @@ from quackmesh.coordinator.db.engine import is_sqlite, make_engine, make_session
 from quackmesh.coordinator.db.migrate import is_at_head, upgrade
 from quackmesh.coordinator.deps import RuntimeDep
 from quackmesh.coordinator.events.service import list_events
+from quackmesh.coordinator.fl.router import router as fl_router
 from quackmesh.coordinator.jobs.router import router as jobs_router
 from quackmesh.coordinator.market.router import router as market_router
 from quackmesh.coordinator.nodes.liveness import Liveness
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         accounts_router,
         market_router,
         rentals_router,
+        fl_router,
     ):
         app.include_router(router)
 

@@ -1,5 +1,6 @@
 """The coordinator's background loop: flush liveness, detect silent nodes, expire leases,
-settle rentals, release matured unbondings and sample uptime for reputation."""
+settle rentals, release matured unbondings, sample uptime for reputation and move
+federated rounds past their deadlines."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 
 from quackmesh.coordinator.accounts.staking import release_matured
 from quackmesh.coordinator.db.models import Node
+from quackmesh.coordinator.fl.rounds import tick as fl_tick
 from quackmesh.coordinator.nodes.service import flush_beats, mark_silent_offline, sample_uptime
 from quackmesh.coordinator.rentals.service import settle_rentals
 from quackmesh.coordinator.runtime import Runtime
@@ -49,6 +51,7 @@ def sweep_once(rt: Runtime, *, now: float | None = None) -> int:
         if t - rt.last_uptime_sample >= UPTIME_SAMPLE_S:
             sample_uptime(session, alpha=rt.settings.reputation_alpha)
             rt.last_uptime_sample = t
+    fl_tick(rt, now=t)  # federated rounds: deadlines, dropouts, waiting for nodes
     rt.metrics.nodes_online.set(online or 0)
     if requeued:
         rt.notifier.notify(requeued)

@@ -18,6 +18,7 @@ __all__ = [
     "BalancePublic",
     "Behaviour",
     "BlobPublic",
+    "DatasetInfo",
     "DisputeCreate",
     "DisputePublic",
     "ExplainEntry",
@@ -25,6 +26,9 @@ __all__ = [
     "ExplainTask",
     "FailureReason",
     "FaucetCreate",
+    "FlClientPublic",
+    "FlRoundPublic",
+    "FlRunPublic",
     "GpuInfo",
     "Hardware",
     "HeartbeatCreate",
@@ -132,6 +136,24 @@ class Hardware(_Wire):
     platform: str = Field(default="", max_length=128)
 
 
+DatasetName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+
+
+class DatasetInfo(_Wire):
+    """What a node tells the network about one of its datasets: the shape, never the rows."""
+
+    name: DatasetName
+    format: Literal["csv", "npz", "parquet"]
+    rows: int = Field(ge=0)
+    features: int = Field(ge=0, description="feature columns (the label excluded)")
+    feature_names: list[str] = Field(default_factory=list, max_length=20)
+    label: str = Field(max_length=64)
+    label_histogram: dict[str, int] = Field(
+        default_factory=dict, description="label -> rows (coarsened when `coarsen` is set)"
+    )
+    coarsen: int | None = Field(default=None, ge=1, description="counts rounded to this step")
+
+
 class NodeRegister(_Wire):
     name: str = Field(min_length=1, max_length=64)
     hardware: Hardware
@@ -146,6 +168,7 @@ class NodeRegister(_Wire):
     behaviour: Behaviour = Field(
         default="honest", description="test nodes only; refused outside development mode"
     )
+    datasets: list[DatasetInfo] = Field(default_factory=list, max_length=64)
 
 
 class ReputationPublic(_Wire):
@@ -175,6 +198,7 @@ class NodePublic(_Wire):
     stake: int = Field(default=0, description="effective stake (staked − unbonding)")
     reputation: ReputationPublic | None = None
     rental_id: str | None = Field(default=None, description="active rental holding it")
+    datasets: list[DatasetInfo] = Field(default_factory=list)
 
 
 class HeartbeatCreate(_Wire):
@@ -219,6 +243,10 @@ class TaskLease(_Wire):
     inputs: list[InputRef]
     lease_expires_at: float
     limits: TaskLimits
+    local_inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="input name -> the node's own dataset name (federated training)",
+    )
 
 
 class LeasePublic(_Wire):
@@ -515,3 +543,53 @@ class RentalQuotePublic(_Wire):
     cost: int
     budget: int
     within_budget: bool
+
+
+# --- federated learning ----------------------------------------------------------------
+
+
+class FlClientPublic(_Wire):
+    node: str
+    state: str = Field(description="selected | advertised | shared | trained | revealed | dropped")
+    n_examples: int
+    loss: float | None = Field(description="local training loss")
+    fed_loss: float | None = Field(description="the round's global model on the node's data")
+    fed_accuracy: float | None
+    score: float = Field(description="contribution score (README: Contribution)")
+    accepted: bool = Field(description="False when the strategy rejected the update")
+    reward: int
+    compute_paid: int
+
+
+class FlRoundPublic(_Wire):
+    round: int
+    state: Literal["done", "failed"]
+    started_at: float
+    finished_at: float
+    participants: int
+    dropped: int
+    loss: float | None = Field(description="central evaluation on the client's holdout data")
+    accuracy: float | None
+    fed_loss: float | None = Field(description="federated evaluation (example-weighted)")
+    fed_accuracy: float | None
+    epsilon: float | None = Field(description="ε spent so far at the job's δ (DP jobs)")
+    reward: int
+    compute: int
+    model_sha256: str
+    clients: list[FlClientPublic]
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class FlRunPublic(_Wire):
+    job_id: str
+    state: JobState
+    round: int = Field(description="the current round (rounds done + 1 while running)")
+    rounds: int
+    phase: str
+    epsilon: float | None
+    reward_paid: int
+    compute_paid: int
+    spent: int = Field(description="reward + compute paid so far (fees included)")
+    model_sha256: str
+    stop_reason: str | None
+    history: list[FlRoundPublic]

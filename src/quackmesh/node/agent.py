@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import random
+import secrets
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,12 @@ from quackmesh.core.schemas import (
     TaskReport,
 )
 from quackmesh.core.wallet import Wallet
+from quackmesh.node.datasets import DatasetEntry
 from quackmesh.node.hardware import detect_hardware
 from quackmesh.node.sandbox import SandboxOutcome, run_task
 from quackmesh.sdk import Client
 from quackmesh.workloads import list_kinds
+from quackmesh.workloads.registry import PROTOCOL_KINDS
 
 __all__ = ["NodeAgent", "NodeConfig", "perturb"]
 
@@ -62,6 +65,7 @@ class NodeConfig:
     stake: int = 0  # at start, top the effective stake up to this (micro-DUCK)
     faucet: bool = False  # development mode: mint what the stake top-up needs
     behaviour: Behaviour = "honest"  # test networks only (the coordinator refuses others)
+    datasets: Mapping[str, DatasetEntry] = field(default_factory=dict)  # name -> local file
 
 
 @dataclass
@@ -96,6 +100,10 @@ class NodeAgent:
         self.earned = 0
         self._rng = random.Random()
         self._lazy_cache: dict[str, Any] = {}
+        # Secure aggregation: every round's keys derive from this and the round's tag, so
+        # the agent keeps no per-round state (a restarted node simply drops out of a round).
+        self._fl_secret = secrets.token_bytes(32)
+        self._fl_unmasked: set[str] = set()  # rounds whose unmask request was answered
 
     # --- lifecycle -----------------------------------------------------------------------
     def request_drain(self) -> None:
@@ -111,11 +119,12 @@ class NodeAgent:
             hardware=self.hardware,
             price_per_unit=self.config.price_per_unit,
             slots=self.config.slots,
-            workloads=list(self.config.workloads or list_kinds()),
+            workloads=list(self.config.workloads or [*list_kinds(), *PROTOCOL_KINDS]),
             version=__version__,
             region=self.config.region,
             price_per_hour=self.config.price_per_hour,
             behaviour=self.config.behaviour,
+            datasets=[entry.info for entry in self.config.datasets.values()],
         )
         node = self.client.register_node(body)
         self._ensure_stake()
@@ -231,6 +240,9 @@ class NodeAgent:
         try:
             if self._misbehave(lease):
                 return
+            if lease.kind in PROTOCOL_KINDS:
+                self._protocol_step(lease)
+                return
             outcome = self._execute(lease, taskdir, item.cancel)
             if outcome is None:
                 return
@@ -254,26 +266,27 @@ class NodeAgent:
         inputs_dir.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
         started = time.monotonic()
+        params = dict(lease.params)
+        params.pop("secagg", None)  # the agent masks the result itself (see _report)
+        for name, dataset in lease.local_inputs.items():
+            entry = self.config.datasets.get(dataset)
+            if entry is None or not entry.path.is_file():
+                self._fail_input(lease, name, f"this node holds no dataset {dataset!r}", started)
+                return None
+            paths[name] = entry.path  # read in place by the sandbox; never uploaded
+            params["label"] = entry.info.label
         for ref in lease.inputs:
             try:
                 paths[ref.name] = self.client.download(
                     ref.url, inputs_dir / ref.name, sha256=ref.sha256
                 )
             except (ValueError, QuackMeshError, httpx.HTTPError) as exc:
-                report = TaskReport(
-                    lease_id=lease.lease_id,
-                    outcome="failed",
-                    failure_reason="input_error",
-                    detail=f"input {ref.name}: {exc}",
-                    elapsed_s=time.monotonic() - started,
-                )
-                self.client.report(lease.task_id, report)
-                self._emit(f"{lease.task_id}: input {ref.name} failed: {exc}")
+                self._fail_input(lease, ref.name, str(exc), started)
                 return None
         threads = max(1, self.hardware.cpu_cores // self.config.slots)
         return run_task(
             kind=lease.kind,
-            params=lease.params,
+            params=params,
             inputs=paths,
             workdir=taskdir / "work",
             limits=lease.limits,
@@ -281,6 +294,48 @@ class NodeAgent:
             cancel=cancel,
             isolate_network=self.config.isolate_network,
         )
+
+    def _fail_input(self, lease: TaskLease, name: str, detail: str, started: float) -> None:
+        report = TaskReport(
+            lease_id=lease.lease_id,
+            outcome="failed",
+            failure_reason="input_error",
+            detail=f"input {name}: {detail}",
+            elapsed_s=time.monotonic() - started,
+        )
+        self.client.report(lease.task_id, report)
+        self._emit(f"{lease.task_id}: input {name} failed: {detail}")
+
+    def _protocol_step(self, lease: TaskLease) -> None:
+        """A secure-aggregation step: small crypto on this node's own secrets, in-process."""
+        from quackmesh.node.fl_client import secagg_step
+
+        started = time.monotonic()
+        try:
+            output = secagg_step(lease.params, secret=self._fl_secret, answered=self._fl_unmasked)
+        except ValueError as exc:
+            report = TaskReport(
+                lease_id=lease.lease_id,
+                outcome="failed",
+                failure_reason="input_error",
+                detail=f"secure aggregation step refused: {exc}"[:2000],
+                elapsed_s=time.monotonic() - started,
+            )
+            self.client.report(lease.task_id, report)
+            self._emit(f"{lease.task_id}: secure aggregation step refused: {exc}")
+            return
+        data = canonical_json(output)
+        report = TaskReport(
+            lease_id=lease.lease_id,
+            outcome="succeeded",
+            output=output if len(data) <= INLINE_RESULT_MAX else None,
+            output_sha256=sha256_hex(data)
+            if len(data) <= INLINE_RESULT_MAX
+            else self.client.upload(data).sha256,
+            elapsed_s=time.monotonic() - started,
+        )
+        self.client.report(lease.task_id, report)
+        self._emit(f"{lease.task_id}: secure aggregation {lease.params.get('phase')} step done")
 
     def _misbehave(self, lease: TaskLease) -> bool:
         """Test behaviours: ``lazy`` answers from its cache, ``flaky`` fails a third."""
@@ -310,7 +365,9 @@ class NodeAgent:
     def _report(self, lease: TaskLease, outcome: SandboxOutcome) -> None:
         if outcome.ok and outcome.output_path is not None:
             data = outcome.output_path.read_bytes()
-            if self.config.behaviour == "lazy":
+            if lease.kind == "fl.local_train":
+                data = self._fl_output(lease, data)
+            elif self.config.behaviour == "lazy":
                 self._lazy_cache.setdefault(lease.kind, json.loads(data))
             elif self.config.behaviour == "wrong":
                 data = canonical_json(perturb(json.loads(data), self._rng.uniform(0.2, 0.8)))
@@ -343,6 +400,19 @@ class NodeAgent:
             )
         else:
             self._emit(f"{lease.task_id}: failed ({report.failure_reason}): {report.detail[:200]}")
+
+    def _fl_output(self, lease: TaskLease, data: bytes) -> bytes:
+        """A training result as the coordinator gets it: sign-flipped by a ``wrong`` test
+        node (a poisoning attacker), masked under secure aggregation."""
+        from quackmesh.node.fl_client import flip_update, mask_update
+
+        result = json.loads(data)
+        if self.config.behaviour == "wrong":
+            result = flip_update(result, lease.params)
+            self._emit(f"{lease.task_id}: [wrong] reporting a sign-flipped, amplified update")
+        if "secagg" in lease.params:
+            result = mask_update(result, lease.params, secret=self._fl_secret)
+        return canonical_json(result)
 
     def _release(self, lease: TaskLease) -> None:
         try:

@@ -271,6 +271,9 @@ def _child_env(
         # glibc reserves 64 MiB of address space per malloc arena (one per thread); under
         # RLIMIT_AS that reservation, not real use, would otherwise exhaust the limit.
         "MALLOC_ARENA_MAX": "2",
+        # pyarrow's default mimalloc pool reserves ~1 GiB of address space on first use;
+        # with torch loaded that alone would pass a 2 GiB RLIMIT_AS (federated tasks).
+        "ARROW_DEFAULT_MEMORY_POOL": "system",
     }
     for key in ("QUACKMESH_WORKLOAD_MODULES", "PYTHONPATH"):
         if key in parent:

@@ -33,6 +33,7 @@ from quackmesh.core.schemas import (
     DisputePublic,
     ExplainPublic,
     FaucetCreate,
+    FlRunPublic,
     HeartbeatCreate,
     HeartbeatPublic,
     JobCreate,
@@ -362,6 +363,56 @@ class Client:
         return [DisputePublic.model_validate(d) for d in response.json()]
 
     # --- marketplace -------------------------------------------------------------------
+    # --- federated training ------------------------------------------------------------
+    def train(
+        self,
+        params: dict[str, Any],
+        *,
+        max_price: int,
+        eval_data: Path | str | bytes | None = None,
+        data: Path | str | bytes | None = None,
+        init: Path | str | bytes | None = None,
+        rental_id: str | None = None,
+        memory_mb: int = 2048,
+    ) -> JobPublic:
+        """Submit an ``fl.train`` job (README "Federated learning" lists ``params``).
+
+        ``eval_data`` is the holdout for central evaluation; ``data`` an upload to shard
+        across trainers (instead of ``params["dataset"]``); ``init`` starting weights.
+        """
+        inputs = {}
+        for name, value in (("eval", eval_data), ("data", data), ("init", init)):
+            if value is not None:
+                inputs[name] = self.upload(value).sha256
+        return self.submit(
+            "fl.train",
+            inputs=inputs,
+            params=params,
+            max_price=max_price,
+            max_attempts=1,
+            memory_mb=memory_mb,
+            rental_id=rental_id,
+        )
+
+    def fl_run(self, job_id: str) -> FlRunPublic:
+        """A federated job's rounds: metrics, ε, participants, scores and rewards."""
+        return self._model(_Call("GET", f"/v1/fl/jobs/{job_id}"), FlRunPublic)
+
+    def model_card(self, job_id: str) -> dict[str, Any]:
+        card: dict[str, Any] = self._send(_Call("GET", f"/v1/fl/jobs/{job_id}/card")).json()
+        return card
+
+    def download_model(self, job_id: str, dest: Path, *, round_no: int | None = None) -> Path:
+        """Save the trained weights (safetensors) to ``dest``; the sha256 is checked."""
+        path = f"/v1/fl/jobs/{job_id}/model"
+        params = {"round": round_no} if round_no is not None else None
+        response = self._send(_Call("GET", path, params=params))
+        expected = response.headers.get("x-content-sha256", "")
+        if hashlib.sha256(response.content).hexdigest() != expected:
+            raise ValueError(f"model download of {job_id} does not match its sha256")
+        dest.write_bytes(response.content)
+        return dest
+
     def market_nodes(self, **filters: Any) -> MarketNodesPublic:
         """Nodes matching ``filters`` (``gpu_model="4090", min_ram_gb=16, sort="price"``).
 

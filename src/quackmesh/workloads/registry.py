@@ -18,7 +18,9 @@ from quackmesh.core.errors import ValidationFailed
 from quackmesh.workloads.base import Workload
 
 __all__ = [
+    "LAZY_KINDS",
     "MODULES_ENV",
+    "PROTOCOL_KINDS",
     "get_workload",
     "list_kinds",
     "load_extra_modules",
@@ -31,6 +33,14 @@ MODULES_ENV = "QUACKMESH_WORKLOAD_MODULES"
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_.]*$")
 
 _registry: dict[str, type[Workload[Any]]] = {}
+
+LAZY_KINDS: dict[str, str] = {"fl.local_train": "quackmesh.fl.workload"}
+"""Built-in kinds whose module is imported on first use (they import torch, which would
+slow every command that only lists kinds)."""
+
+PROTOCOL_KINDS: tuple[str, ...] = ("fl.secagg",)
+"""Task kinds a node agent runs itself, outside the sandbox (secure-aggregation key
+agreement and shares: small cryptographic steps on the node's own secrets)."""
 _loaded_env: str | None = None
 
 W = TypeVar("W", bound=type[Workload[Any]])
@@ -81,14 +91,15 @@ def get_workload(kind: str) -> Workload[Any]:
     """A workload instance for ``kind``; ``ValidationFailed`` (field ``kind``) if unknown."""
     _ensure_loaded()
     cls = _registry.get(kind)
+    if cls is None and kind in LAZY_KINDS:
+        importlib.import_module(LAZY_KINDS[kind])
+        cls = _registry.get(kind)
     if cls is None:
-        raise ValidationFailed(
-            f"unknown workload kind {kind!r}", field="kind", known=sorted(_registry)
-        )
+        raise ValidationFailed(f"unknown workload kind {kind!r}", field="kind", known=list_kinds())
     return cls()
 
 
 def list_kinds() -> list[str]:
-    """Every registered kind, sorted."""
+    """Every registered kind (the lazily imported built-ins included), sorted."""
     _ensure_loaded()
-    return sorted(_registry)
+    return sorted(set(_registry) | set(LAZY_KINDS))

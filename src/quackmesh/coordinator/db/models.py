@@ -22,6 +22,9 @@ __all__ = [
     "Blob",
     "Dispute",
     "Event",
+    "FlClient",
+    "FlRound",
+    "FlRun",
     "Honeypot",
     "Job",
     "Node",
@@ -71,6 +74,8 @@ class Node(Base):
     rep_uptime: Mapped[float] = mapped_column(Float, default=NEUTRAL, server_default="0.5")
     results_valid: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     results_invalid: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # --- federated learning (issue 4): what each node-local dataset looks like, never rows
+    datasets: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
 
 
 class Blob(Base):
@@ -161,6 +166,13 @@ class Task(Base):
     min_reputation: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     dispute_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     rental_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # --- per-task work (issue 4): federated rounds send each node its own params/inputs ---
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # else the job's
+    inputs: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)  # else the job's
+    local_inputs: Mapped[dict[str, str] | None] = mapped_column(
+        JSON, nullable=True
+    )  # input name -> the node's own dataset name (never uploaded)
+    units: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # else the job's
 
 
 class Event(Base):
@@ -280,3 +292,80 @@ class Honeypot(Base):
     source_job: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[float] = mapped_column(Float)
     uses: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class FlRun(Base):
+    """A federated training job's round state: a restarted coordinator resumes from here."""
+
+    __tablename__ = "fl_runs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    round: Mapped[int] = mapped_column(Integer)  # the current round, 1-based
+    phase: Mapped[str] = mapped_column(
+        String(16), index=True
+    )  # select | advertise | shares | train | unmask | done | failed
+    model_sha: Mapped[str] = mapped_column(String(64))  # current global weights (safetensors)
+    opt_state_sha: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    eps_spent: Mapped[float] = mapped_column(Float, default=0.0)
+    reward_paid: Mapped[int] = mapped_column(BigInteger, default=0)
+    compute_paid: Mapped[int] = mapped_column(BigInteger, default=0)
+    units_cap: Mapped[int] = mapped_column(BigInteger)  # compute units escrowed per train task
+    shards: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # node -> shard sha256
+    round_started_at: Mapped[float] = mapped_column(Float)
+    deadline: Mapped[float] = mapped_column(Float, index=True)
+    retries: Mapped[int] = mapped_column(Integer, default=0)  # of the current round
+    eligible: Mapped[int] = mapped_column(Integer, default=0)  # nodes it could pick from
+    stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class FlClient(Base):
+    """One node's part in one round (its protocol messages, update, score and pay)."""
+
+    __tablename__ = "fl_clients"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    round: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)  # the round's retry
+    node: Mapped[str] = mapped_column(String(42), primary_key=True)
+    client_id: Mapped[int] = mapped_column(Integer)  # 1..n: the Shamir x-coordinate
+    state: Mapped[str] = mapped_column(
+        String(16)
+    )  # selected | advertised | shared | trained | revealed | dropped
+    task_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    units: Mapped[int] = mapped_column(BigInteger, default=0)
+    keys: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    shares: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # recipient id -> ct
+    reveal: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    update_sha: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    n_examples: Mapped[int] = mapped_column(Integer, default=0)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)  # local, after training
+    fed_loss: Mapped[float | None] = mapped_column(Float, nullable=True)  # global model, local data
+    fed_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    accepted: Mapped[bool] = mapped_column(Boolean, default=False)
+    reward: Mapped[int] = mapped_column(BigInteger, default=0)
+    compute_paid: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class FlRound(Base):
+    """A finished (or abandoned) round: metrics, privacy spent, the contribution split."""
+
+    __tablename__ = "fl_rounds"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    round: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # done | failed
+    started_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float] = mapped_column(Float)
+    participants: Mapped[int] = mapped_column(Integer)
+    dropped: Mapped[int] = mapped_column(Integer)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)  # central, holdout
+    accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    fed_loss: Mapped[float | None] = mapped_column(Float, nullable=True)  # federated evaluation
+    fed_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reward: Mapped[int] = mapped_column(BigInteger, default=0)
+    compute: Mapped[int] = mapped_column(BigInteger, default=0)
+    model_sha: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

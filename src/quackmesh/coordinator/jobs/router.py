@@ -9,6 +9,8 @@ from sqlalchemy import select
 
 from quackmesh.coordinator.db.models import Dispute
 from quackmesh.coordinator.deps import ReadSigner, RuntimeDep, SubmitSigner
+from quackmesh.coordinator.fl.rounds import advance
+from quackmesh.coordinator.fl.submit import submit_fl_job
 from quackmesh.coordinator.jobs.service import (
     cancel_job,
     get_owned_job,
@@ -40,7 +42,11 @@ def submit(body: JobCreate, signer: SubmitSigner, rt: RuntimeDep) -> JobPublic:
     too little balance) is a 4xx and nothing is written or charged.
     """
     with rt.sessions.begin() as session:
-        job = submit_job(rt, session, owner=signer, body=body)
+        if body.kind == "fl.train":
+            job = submit_fl_job(rt, session, owner=signer, body=body)
+            advance(rt, session, job=job, now=time.time())  # round 1 starts now if it can
+        else:
+            job = submit_job(rt, session, owner=signer, body=body)
         public = job_public(job, tasks_of(session, job.id))
     rt.metrics.jobs.labels(body.kind).inc()
     rt.notifier.notify()

@@ -16,6 +16,7 @@ from quackmesh.coordinator.market.service import (
 )
 from quackmesh.core.schemas import ExplainPublic, MarketNodesPublic
 from quackmesh.workloads import list_kinds
+from quackmesh.workloads.registry import PROTOCOL_KINDS
 
 router = APIRouter()
 
@@ -28,7 +29,9 @@ router = APIRouter()
 )
 def market_nodes(request: Request, rt: RuntimeDep) -> MarketNodesPublic:
     """Nodes matching every filter, sorted; an unknown or malformed parameter is a 422."""
-    query = parse_market_query(request.query_params.multi_items(), known_kinds=list_kinds())
+    query = parse_market_query(
+        request.query_params.multi_items(), known_kinds=[*list_kinds(), *PROTOCOL_KINDS]
+    )
     with rt.reads() as session:
         return search_nodes(session, query, ledger=rt.ledger)
 

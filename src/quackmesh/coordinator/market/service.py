@@ -57,6 +57,7 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "min_reputation": ("number", "reputation score at least this (0..1)"),
     "region": ("string", "exactly this region"),
     "workload": ("string", "advertises this workload kind, e.g. ml.kmeans"),
+    "dataset": ("string", "holds a node-local dataset of this name (federated training)"),
     "rentable": ("boolean", "true: for rent (price per hour > 0) and not rented now"),
     "sort": ("string", "comma-separated keys, '-' for descending; default -reputation,price"),
     "limit": ("integer", f"most nodes returned, 1..{MAX_LIMIT} (default 100)"),
@@ -98,6 +99,7 @@ class MarketQuery:
     min_reputation: float | None = None
     region: str | None = None
     workload: str | None = None
+    dataset: str | None = None
     rentable: bool | None = None
     sort: tuple[str, ...] = DEFAULT_SORT
     limit: int = 100
@@ -207,6 +209,7 @@ def parse_market_query(
         min_reputation=opt("min_reputation", lambda n, v: _float(n, v, low=0.0, high=1.0)),
         region=opt("region", lambda n, v: _text(n, v, max_length=32)),
         workload=workload,
+        dataset=opt("dataset", lambda n, v: _text(n, v, max_length=64)),
         rentable=opt("rentable", _bool),
         sort=opt("sort", _sort) or DEFAULT_SORT,
         limit=opt("limit", lambda n, v: _int(n, v, low=1, high=MAX_LIMIT)) or 100,
@@ -254,6 +257,8 @@ def matches(node: NodePublic, q: MarketQuery) -> bool:
     if q.region is not None and node.region != q.region:
         return False
     if q.workload is not None and q.workload not in node.workloads:
+        return False
+    if q.dataset is not None and all(d.name != q.dataset for d in node.datasets):
         return False
     if q.rentable is not None:
         rentable = node.price_per_hour > 0 and node.rental_id is None

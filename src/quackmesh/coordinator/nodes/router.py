@@ -22,6 +22,7 @@ from quackmesh.core.schemas import (
     NodeStatus,
 )
 from quackmesh.workloads import list_kinds
+from quackmesh.workloads.registry import PROTOCOL_KINDS
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 
@@ -34,7 +35,7 @@ def register(body: NodeRegister, signer: Signer, rt: RuntimeDep) -> NodePublic:
             session,
             address=signer,
             body=body,
-            known_kinds=list_kinds(),
+            known_kinds=[*list_kinds(), *PROTOCOL_KINDS],
             dev_mode=rt.settings.dev_mode,
         )
         session.flush()

@@ -48,6 +48,7 @@ def node_public(node: Node, *, stake: int = 0, rental_id: str | None = None) -> 
             "verifier": node.verifier,
             "stake": stake,
             "rental_id": rental_id,
+            "datasets": node.datasets or [],
             "reputation": {
                 "score": rep.score,
                 "validity": round(node.rep_validity, 6),
@@ -92,6 +93,7 @@ def register_node(
         "region": body.region,
         "price_per_hour": body.price_per_hour,
         "behaviour": body.behaviour,
+        "datasets": [d.model_dump(mode="json") for d in body.datasets],
         "status": NodeStatus.ONLINE.value,
         "last_seen_at": now,
     }

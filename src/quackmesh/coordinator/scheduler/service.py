@@ -145,7 +145,8 @@ def claim_tasks(
 def lease_public(rt: Runtime, *, task: Task, job: Job, reader: str, base_url: str) -> TaskLease:
     expires = int(time.time()) + rt.settings.capability_ttl_s
     inputs = []
-    for name, sha in sorted(job.inputs.items()):
+    task_inputs = job.inputs if task.inputs is None else task.inputs
+    for name, sha in sorted(task_inputs.items()):
         query = capability_query(rt.secret, sha256=sha, reader=reader, expires=expires)
         inputs.append(
             InputRef(
@@ -161,11 +162,12 @@ def lease_public(rt: Runtime, *, task: Task, job: Job, reader: str, base_url: st
         task_id=task.id,
         job_id=job.id,
         lease_id=task.lease_id,
-        kind=job.kind,
-        params=job.params,
+        kind=task.kind,
+        params=job.params if task.params is None else task.params,
         inputs=inputs,
         lease_expires_at=task.lease_expires_at,
         limits=TaskLimits(wall_s=job.timeout_s, cpu_s=job.timeout_s * 2, memory_mb=job.memory_mb),
+        local_inputs=task.local_inputs or {},
     )
 
 
@@ -208,6 +210,11 @@ def retry_or_fail(
         task_id=task.id,
         reason=reason,
     )
+    if task.role == "fl":  # pinned to its node: a failed round task drops that client
+        from quackmesh.coordinator.fl.rounds import on_task_failed
+
+        on_task_failed(rt, session, task=task, job=job, now=now)
+        return
     if job.state == JobState.SUCCEEDED.value and task.role in REPLICA_ROLES:
         # A late replica of a decided job failed: nothing to retry; release its kept pay.
         task.state = TaskState.FAILED.value

@@ -183,6 +183,12 @@ def on_success(
     now: float,
 ) -> int:
     """A replica reported a (stored, checked) result. Returns what this task was paid now."""
+    if task.role == "fl":  # a federated round's task: the round's state machine decides
+        from quackmesh.coordinator.fl.rounds import on_task_success
+
+        return on_task_success(
+            rt, session, task=task, job=job, node=node, output_sha256=output_sha256, now=now
+        )
     task.state = TaskState.SUCCEEDED.value
     task.output_sha256 = output_sha256
     task.finished_at = now
