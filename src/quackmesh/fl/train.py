@@ -137,15 +137,53 @@ def _model(spec: ModelSpec, weights: Mapping[str, npt.ArrayLike]) -> tuple[nn.Mo
     return model, state
 
 
+class _Optimizer:
+    """Plain SGD (with momentum) and Adam (Kingma & Ba 2015), written out by hand.
+
+    ``torch.optim``'s constructors import ``torch._dynamo`` (about 3 s of CPU), which every
+    sandboxed training task would pay; these few lines do the same update rules
+    (PyTorch's SGD momentum convention; Adam with bias correction, eps 1e-8).
+    """
+
+    def __init__(self, params: list[torch.Tensor], config: TrainConfig) -> None:
+        self.params = params
+        self.config = config
+        self.t = 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params] if config.optimizer == "adam" else []
+
+    @torch.no_grad()
+    def step(self) -> None:
+        cfg = self.config
+        self.t += 1
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            g = p.grad
+            if cfg.optimizer == "adam":
+                beta1, beta2 = 0.9, 0.999
+                self.m[i].mul_(beta1).add_(g, alpha=1 - beta1)
+                self.v[i].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                m_hat = self.m[i] / (1 - beta1**self.t)
+                v_hat = self.v[i] / (1 - beta2**self.t)
+                p.sub_(cfg.lr * m_hat / (v_hat.sqrt() + 1e-8))
+            elif cfg.momentum > 0:
+                buf = self.m[i]
+                if self.t == 1:
+                    buf.copy_(g)
+                else:
+                    buf.mul_(cfg.momentum).add_(g)
+                p.sub_(cfg.lr * buf)
+            else:
+                p.sub_(cfg.lr * g)
+            p.grad = None
+
+
 def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> float:
     """Train ``model`` in place; return the mean cross-entropy of the last epoch."""
     params = list(model.parameters())
     anchor = [p.detach().clone() for p in params]  # w_global, for the proximal term
-    opt: torch.optim.Optimizer
-    if config.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=config.lr)
-    else:
-        opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    opt = _Optimizer(params, config)
     gen = torch.Generator().manual_seed(config.seed)
     n = int(x.shape[0])
     last = math.nan
@@ -161,7 +199,6 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig
                 if config.proximal_mu > 0:
                     prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
                     loss = ce + (config.proximal_mu / 2) * prox
-                opt.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 total += float(ce.detach()) * int(idx.shape[0])

@@ -266,6 +266,9 @@ def _child_env(
         "OMP_NUM_THREADS": n,
         "OPENBLAS_NUM_THREADS": n,
         "MKL_NUM_THREADS": n,
+        # Idle OpenMP threads sleep instead of spinning: concurrent tasks on a node (or
+        # several nodes on one machine) otherwise burn each other's cores.
+        "OMP_WAIT_POLICY": "PASSIVE",
         "PYTHONNOUSERSITE": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         # glibc reserves 64 MiB of address space per malloc arena (one per thread); under

@@ -10,9 +10,16 @@ kind and brings a params model, input checks, a cost in compute units, ``run()``
 
 Data arrives as CSV, NPZ or Parquet (:mod:`~quackmesh.workloads.data`); nothing is ever
 unpickled. This layer imports only ``quackmesh.core`` and the numeric libraries.
+
+The built-in kinds' modules (scikit-learn, torch) are imported on first use — by
+:func:`get_workload` or by touching a name such as ``quackmesh.workloads.KMeans`` — so
+that a sandboxed task or a CLI command pays only for what it runs.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from quackmesh.workloads.base import InputSummary, Workload
 from quackmesh.workloads.data import (
@@ -23,9 +30,6 @@ from quackmesh.workloads.data import (
     load_table,
     select_features,
 )
-from quackmesh.workloads.kmeans import KMeans, KMeansSpec
-from quackmesh.workloads.linear_regression import LinearRegression, LinearRegressionSpec
-from quackmesh.workloads.pca import PCA, PCASpec
 from quackmesh.workloads.registry import (
     MODULES_ENV,
     get_workload,
@@ -34,6 +38,23 @@ from quackmesh.workloads.registry import (
     register,
     unregister,
 )
+
+_LAZY_NAMES = {
+    "KMeans": "quackmesh.workloads.kmeans",
+    "KMeansSpec": "quackmesh.workloads.kmeans",
+    "LinearRegression": "quackmesh.workloads.linear_regression",
+    "LinearRegressionSpec": "quackmesh.workloads.linear_regression",
+    "PCA": "quackmesh.workloads.pca",
+    "PCASpec": "quackmesh.workloads.pca",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'quackmesh.workloads' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "DEFAULT_MAX_CELLS",

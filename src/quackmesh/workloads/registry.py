@@ -34,9 +34,14 @@ _KIND_RE = re.compile(r"^[a-z][a-z0-9_.]*$")
 
 _registry: dict[str, type[Workload[Any]]] = {}
 
-LAZY_KINDS: dict[str, str] = {"fl.local_train": "quackmesh.fl.workload"}
-"""Built-in kinds whose module is imported on first use (they import torch, which would
-slow every command that only lists kinds)."""
+LAZY_KINDS: dict[str, str] = {
+    "fl.local_train": "quackmesh.fl.workload",
+    "ml.kmeans": "quackmesh.workloads.kmeans",
+    "ml.linear_regression": "quackmesh.workloads.linear_regression",
+    "ml.pca": "quackmesh.workloads.pca",
+}
+"""Built-in kinds, each imported on first use: scikit-learn and torch take seconds to
+import, which every sandboxed task and CLI command would otherwise pay for all kinds."""
 
 PROTOCOL_KINDS: tuple[str, ...] = ("fl.secagg",)
 """Task kinds a node agent runs itself, outside the sandbox (secure-aggregation key

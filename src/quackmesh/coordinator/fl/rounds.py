@@ -479,7 +479,11 @@ def advance(rt: Runtime, session: Session, *, job: Job, now: float) -> None:
     )
     waiting = [c for c in clients if c.state == waiting_state]
     if waiting and now < run.deadline:
-        return
+        stuck = _unreachable(rt, session, job, waiting)
+        for client in stuck:  # its task can never be leased: do not wait for the deadline
+            _drop(session, job, client, now, reason="node no longer eligible (offline, stake)")
+        if len(stuck) < len(waiting):
+            return
     for client in waiting:  # past the deadline: the silent ones drop out
         _drop(session, job, client, now, reason=f"no {run.phase} answer before the deadline")
     answered = [c for c in clients if c.state == ANSWERED[run.phase]]
@@ -512,6 +516,22 @@ def advance(rt: Runtime, session: Session, *, job: Job, now: float) -> None:
             finish(rt, session, job, run, now, reason=None)
         else:
             _select(rt, session, job, run, now)  # the next round starts at once
+
+
+def _unreachable(
+    rt: Runtime, session: Session, job: Job, waiting: list[FlClient]
+) -> list[FlClient]:
+    """Waiting clients whose queued task its node may no longer lease (it went offline or
+    was slashed below the minimum stake); a leased task is given its lease time."""
+    queued = []
+    for client in waiting:
+        task = session.get(Task, client.task_id) if client.task_id else None
+        if task is not None and task.state == TaskState.QUEUED.value:
+            queued.append(client)
+    if not queued:
+        return []
+    eligible = set(eligible_nodes(rt, session, job, spec_of(job)))
+    return [c for c in queued if c.node not in eligible]
 
 
 def _drop(session: Session, job: Job, client: FlClient, now: float, *, reason: str) -> None:
@@ -598,14 +618,13 @@ def finish(
 
 
 def tick(rt: Runtime, *, now: float | None = None) -> int:
-    """The sweeper's pass: advance every run waiting on a deadline or on nodes."""
+    """The sweeper's pass: advance every active run (deadlines, waiting for nodes, nodes
+    that can no longer take their task)."""
     t = time.time() if now is None else now
     with rt.reads() as session:
         ids = list(
             session.scalars(
-                select(FlRun.job_id).where(
-                    FlRun.phase.in_(ACTIVE), (FlRun.deadline < t) | (FlRun.phase == "select")
-                )
+                select(FlRun.job_id).where(FlRun.phase.in_(ACTIVE))  # few: one per FL job
             )
         )
     queued = 0

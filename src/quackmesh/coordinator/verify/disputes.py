@@ -57,6 +57,12 @@ def dispute_public(row: Dispute) -> DisputePublic:
 def open_dispute(rt: Runtime, session: Session, *, job: Job, reason: str, now: float) -> Dispute:
     from quackmesh.coordinator.verify.service import add_tasks
 
+    if job.kind == "fl.train":
+        raise InvalidState(
+            "a federated training job cannot be disputed: no node holds the whole result "
+            "(each round's updates were judged by the strategy and the holdout metrics)",
+            job_id=job.id,
+        )
     if job.state != JobState.SUCCEEDED.value or job.completed_at is None:
         raise InvalidState(
             f"only a succeeded job can be disputed; job {job.id} is {job.state}",
