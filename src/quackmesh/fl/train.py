@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -145,7 +145,7 @@ class _Optimizer:
     (PyTorch's SGD momentum convention; Adam with bias correction, eps 1e-8).
     """
 
-    def __init__(self, params: list[torch.Tensor], config: TrainConfig) -> None:
+    def __init__(self, params: Sequence[torch.Tensor], config: TrainConfig) -> None:
         self.params = params
         self.config = config
         self.t = 0
