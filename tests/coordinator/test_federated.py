@@ -23,6 +23,9 @@ from .conftest import Net
 from .fl_support import FlNode, drive, partitions
 
 DUCK = 1_000_000
+# The round machinery is backend-neutral; the heavier scenarios run on SQLite only (the
+# money-moving happy paths above run on both backends).
+sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +110,7 @@ def test_fedavg_run_trains_pays_by_contribution_and_conserves_money(
     assert card["extra"]["holdout_accuracy"] == accuracies[-1]
 
 
+@sqlite_only
 def test_dropout_is_tolerated_down_to_min_clients(
     net: Net, digits: tuple[Dataset, Dataset]
 ) -> None:
@@ -130,6 +134,7 @@ def test_dropout_is_tolerated_down_to_min_clients(
     assert silent.state == "dropped" and silent.reward == 0 and silent.compute_paid == 0
 
 
+@sqlite_only
 def test_too_few_clients_retries_then_fails_and_refunds(
     net: Net, digits: tuple[Dataset, Dataset]
 ) -> None:
@@ -151,6 +156,7 @@ def test_too_few_clients_retries_then_fails_and_refunds(
     assert client.balance().available == start - spent  # only the work done was paid for
 
 
+@sqlite_only
 def test_coordinator_restart_resumes_at_the_current_round(
     net_factory: Callable[..., Net], digits: tuple[Dataset, Dataset]
 ) -> None:
@@ -185,7 +191,7 @@ def test_secure_aggregation_with_dp_survives_a_dropout_after_masking(
         clients_per_round=4,
         min_clients=3,
         secure_aggregation=True,
-        dp={"noise_multiplier": 0.3, "clip_norm": 5.0, "delta": 1e-5},
+        dp={"noise_multiplier": 0.1, "clip_norm": 1.0, "delta": 1e-5},
         round_timeout_s=30.0,
     )
     job = client.train(params, max_price=1_000, eval_data=_holdout(net, holdout))
@@ -203,7 +209,7 @@ def test_secure_aggregation_with_dp_survives_a_dropout_after_masking(
     eps = [r.epsilon for r in run.history]
     assert eps[0] is not None and eps[1] is not None and 0 < eps[0] < eps[1]
     assert run.epsilon == eps[1]
-    assert first.accuracy is not None  # (4 clients: noise of z·C/n per coordinate is loud)
+    assert run.history[-1].accuracy is not None and run.history[-1].accuracy > 0.5
 
 
 def test_masked_sum_matches_the_plain_run(net: Net, digits: tuple[Dataset, Dataset]) -> None:
@@ -225,6 +231,7 @@ def test_masked_sum_matches_the_plain_run(net: Net, digits: tuple[Dataset, Datas
         assert np.allclose(models[0][name], models[1][name], atol=1e-4)
 
 
+@sqlite_only
 def test_epsilon_budget_stops_the_run_early(net: Net, digits: tuple[Dataset, Dataset]) -> None:
     train, _ = digits
     nodes = _nodes(net, train, 3)
@@ -240,6 +247,7 @@ def test_epsilon_budget_stops_the_run_early(net: Net, digits: tuple[Dataset, Dat
     assert client.status(job.id).refunded > 0  # unspent rounds come back
 
 
+@sqlite_only
 def test_robust_strategy_rejects_a_poisoner_and_it_earns_no_reward(
     net: Net, digits: tuple[Dataset, Dataset]
 ) -> None:
@@ -268,6 +276,7 @@ def test_robust_strategy_rejects_a_poisoner_and_it_earns_no_reward(
     assert run.history[-1].accuracy is not None and run.history[-1].accuracy > 0.7
 
 
+@sqlite_only
 def test_market_filters_nodes_by_dataset(net: Net, digits: tuple[Dataset, Dataset]) -> None:
     train, _ = digits
     _nodes(net, train, 2)
@@ -279,6 +288,7 @@ def test_market_filters_nodes_by_dataset(net: Net, digits: tuple[Dataset, Datase
     assert net.client().market_nodes(dataset="mnist").total == 0
 
 
+@sqlite_only
 @pytest.mark.parametrize(
     ("over", "field"),
     [
@@ -304,6 +314,7 @@ def test_bad_fl_specs_are_422_naming_the_field(
     assert client.balance().available == start  # nothing charged
 
 
+@sqlite_only
 def test_eval_data_must_fit_the_model(net: Net, digits: tuple[Dataset, Dataset]) -> None:
     train, _ = digits
     _nodes(net, train, 1)
@@ -314,6 +325,7 @@ def test_eval_data_must_fit_the_model(net: Net, digits: tuple[Dataset, Dataset])
     assert err.value.context["field"] == "inputs.eval"
 
 
+@sqlite_only
 def test_fl_views_are_owner_only_and_model_waits_for_the_end(
     net: Net, digits: tuple[Dataset, Dataset]
 ) -> None:

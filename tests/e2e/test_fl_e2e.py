@@ -63,54 +63,40 @@ def _network(tmp_path: Path, n: int) -> tuple[LocalNetwork, Path]:
     return net, data.holdout
 
 
-def test_secure_aggregation_and_dp_across_real_nodes_survive_a_killed_node(
+def test_secagg_and_dp_across_real_nodes_survive_a_killed_node_and_a_coordinator_restart(
     tmp_path: Path,
 ) -> None:
+    """The issue's "done when": real node subprocesses each holding only their own data,
+    secure aggregation and DP on, a node dropping out, a coordinator restart mid-run, and
+    contributors paid."""
     net, holdout = _network(tmp_path, 4)
     with contextlib.ExitStack() as stack:
         stack.callback(net.stop)
         client = stack.enter_context(Client(net.url, Wallet.create()))
         client.faucet(100 * DUCK)
-        dp = {"noise_multiplier": 0.5, "clip_norm": 5.0, "delta": 1e-5}
+        dp = {"noise_multiplier": 0.1, "clip_norm": 1.0, "delta": 1e-5}
         job = client.train(
-            _params(secure_aggregation=True, dp=dp), max_price=1_000, eval_data=holdout
+            _params(rounds=4, secure_aggregation=True, dp=dp), max_price=1_000, eval_data=holdout
         )
-        _wait(client, job.id, until=lambda r: len(r.history) >= 1, timeout=120)
+        _wait(client, job.id, until=lambda r: len(r.history) >= 1, timeout=150)
         net.nodes[3].send_signal(signal.SIGKILL)  # a provider vanishes mid-run
-        run = _wait(client, job.id, until=lambda r: r.state != JobState.RUNNING, timeout=180)
+        _wait(client, job.id, until=lambda r: len(r.history) >= 2, timeout=150)
+        assert net.server is not None and net._thread is not None
+        net.server.should_exit = True  # the coordinator stops mid-run …
+        net._thread.join(timeout=30)
+        net.start_coordinator_thread()  # … and a new one resumes from the same database
+        run = _wait(client, job.id, until=lambda r: r.state != JobState.RUNNING, timeout=240)
         assert run.state == JobState.SUCCEEDED, run
-        assert len(run.history) == 3
+        assert [r.round for r in run.history] == [1, 2, 3, 4]
         assert run.history[0].participants == 4
         assert all(r.participants >= 3 for r in run.history)
         assert all(r.detail["secure_aggregation"]["included"] >= 3 for r in run.history)
         eps = [r.epsilon for r in run.history]
         assert all(e is not None for e in eps) and eps == sorted(eps)  # ε grows every round
         assert run.reward_paid == 3 * DUCK  # an even split among the included clients
-        assert client.ledger_check().ok
-
-
-def test_fedavg_across_real_nodes_resumes_after_a_coordinator_restart(tmp_path: Path) -> None:
-    net, holdout = _network(tmp_path, 3)
-    with contextlib.ExitStack() as stack:
-        stack.callback(net.stop)
-        client = stack.enter_context(Client(net.url, Wallet.create()))
-        client.faucet(100 * DUCK)
-        job = client.train(
-            _params(rounds=4, clients_per_round=3, min_clients=2),
-            max_price=1_000,
-            eval_data=holdout,
-        )
-        _wait(client, job.id, until=lambda r: len(r.history) >= 1, timeout=120)
-        assert net.server is not None and net._thread is not None
-        net.server.should_exit = True  # the coordinator stops mid-run …
-        net._thread.join(timeout=30)
-        net.start_coordinator_thread()  # … and a new one starts on the same database
-        run = _wait(client, job.id, until=lambda r: r.state != JobState.RUNNING, timeout=240)
-        assert run.state == JobState.SUCCEEDED, run
-        assert [r.round for r in run.history] == [1, 2, 3, 4]
-        accuracy = run.history[-1].accuracy
-        assert accuracy is not None and accuracy > 0.85
-        scores = [c.score for c in run.history[-1].clients]
-        assert sum(c.reward for c in run.history[-1].clients) > 0 and any(scores)
+        paid = {c.node for r in run.history for c in r.clients if c.reward > 0}
+        assert len(paid) >= 3
+        assert run.history[-1].accuracy is not None and run.history[-1].accuracy > 0.5
         model = client.download_model(job.id, tmp_path / "model.safetensors")
         assert model.stat().st_size > 0
+        assert client.ledger_check().ok
