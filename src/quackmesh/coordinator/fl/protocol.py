@@ -12,7 +12,6 @@ coordinate, so the coordinator learns the total weight and nothing about any one
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -191,7 +190,3 @@ def unmask_sum(
         round_tag=_tag(run),
     )
     return total, weight
-
-
-def encode_b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

@@ -376,22 +376,13 @@ def on_task_success(
     if client.state != expected:
         task.payment_state = "unpaid"
         return 0
-    output = rt_load(rt, output_sha256)
+    output = _load_output(rt, output_sha256)
     try:
         protocol.record_answer(run.phase, client=client, output=output, spec=spec_of(job))
     except ValueError as exc:
-        client.state = "dropped"
         task.verdict = "invalid"
         task.payment_state = "unpaid"
-        emit(
-            session,
-            "fl.client_dropped",
-            job_id=job.id,
-            node=node.address,
-            at=now,
-            round=run.round,
-            reason=f"bad {run.phase} answer: {exc}"[:300],
-        )
+        _drop(session, job, client, now, reason=f"bad {run.phase} answer: {exc}"[:300])
         advance(rt, session, job=job, now=now)
         return 0
     client.state = ANSWERED[run.phase]
@@ -405,7 +396,7 @@ def on_task_success(
     return paid
 
 
-def rt_load(rt: Runtime, sha256: str) -> Any:
+def _load_output(rt: Runtime, sha256: str) -> Any:
     import json
 
     return json.loads(rt.blobs.path_for(sha256).read_bytes())
@@ -446,16 +437,8 @@ def on_task_failed(rt: Runtime, session: Session, *, task: Task, job: Job, now: 
     task.payment_state = "unpaid"
     _, client = _client_for(session, task)
     if client is not None and client.state != "dropped":
-        client.state = "dropped"
-        emit(
-            session,
-            "fl.client_dropped",
-            job_id=job.id,
-            node=client.node,
-            at=now,
-            round=client.round,
-            reason=(task.failures[-1]["reason"] if task.failures else "failed"),
-        )
+        reason = task.failures[-1]["reason"] if task.failures else "failed"
+        _drop(session, job, client, now, reason=reason)
     advance(rt, session, job=job, now=now)
 
 
