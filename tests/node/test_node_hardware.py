@@ -98,3 +98,17 @@ def test_hung_nvidia_smi_times_out_with_no_gpus(
     monkeypatch.setattr("quackmesh.node.hardware.NVIDIA_SMI_TIMEOUT_S", 0.3)
     _fake_tool(fake_bin, "nvidia-smi", "exec sleep 30\n")
     assert detect_gpus() == []
+
+
+def test_without_an_nvidia_driver_torch_is_never_imported(
+    fake_bin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle node on a machine without the driver must not pay torch's import."""
+    from quackmesh.node import hardware
+
+    monkeypatch.setenv("PATH", str(fake_bin))
+    monkeypatch.setattr(hardware, "NVIDIA_DRIVER", str(fake_bin / "no-driver-here"))
+    imported: list[str] = []
+    monkeypatch.setattr(hardware.importlib, "import_module", lambda name: imported.append(name))
+    assert detect_gpus() == []
+    assert imported == []

@@ -2,9 +2,11 @@
 
 GPUs are found with ``nvidia-smi`` (the NVIDIA driver's query interface,
 ``--query-gpu=name,memory.total --format=csv,noheader,nounits``, memory in MiB) when it is
-on ``PATH``; otherwise with ``torch.cuda`` if torch happens to be installed (it is not a
-dependency, so it is imported lazily and any failure means "no GPUs"). Detection never
-raises: a broken driver or a hung tool is reported as a machine without GPUs.
+on ``PATH``; otherwise with ``torch.cuda`` when an NVIDIA driver is loaded
+(``/proc/driver/nvidia``) — torch is imported lazily and any failure means "no GPUs"; on
+a machine without the driver torch is never imported (it would cost an idle node ~200 MB
+and seconds of start-up for nothing). Detection never raises: a broken driver or a hung
+tool is reported as a machine without GPUs.
 """
 
 from __future__ import annotations
@@ -95,7 +97,12 @@ def _gpus_from_nvidia_smi() -> list[GpuInfo] | None:
     return parse_nvidia_smi(proc.stdout)
 
 
+NVIDIA_DRIVER = "/proc/driver/nvidia"
+
+
 def _gpus_from_torch() -> list[GpuInfo]:
+    if not os.path.exists(NVIDIA_DRIVER):
+        return []  # no driver: CUDA cannot see a GPU, so skip importing torch
     try:
         torch: Any = importlib.import_module("torch")
         if not torch.cuda.is_available():
