@@ -260,6 +260,7 @@ def lease_one_fields() -> tuple[str, ...]:
         "inputs",
         "lease_expires_at",
         "limits",
+        "local_inputs",
     )
 
 
