@@ -212,6 +212,7 @@ def test_secure_aggregation_with_dp_survives_a_dropout_after_masking(
     assert run.history[-1].accuracy is not None and run.history[-1].accuracy > 0.5
 
 
+@sqlite_only
 def test_masked_sum_matches_the_plain_run(net: Net, digits: tuple[Dataset, Dataset]) -> None:
     """The same round with and without secure aggregation gives the same model (within
     the quantisation bound): the coordinator only saw masked vectors."""

@@ -76,7 +76,7 @@ def test_secagg_and_dp_across_real_nodes_survive_a_killed_node_and_a_coordinator
         client.faucet(100 * DUCK)
         dp = {"noise_multiplier": 0.1, "clip_norm": 1.0, "delta": 1e-5}
         job = client.train(
-            _params(rounds=4, secure_aggregation=True, dp=dp), max_price=1_000, eval_data=holdout
+            _params(rounds=3, secure_aggregation=True, dp=dp), max_price=1_000, eval_data=holdout
         )
         _wait(client, job.id, until=lambda r: len(r.history) >= 1, timeout=150)
         net.nodes[3].send_signal(signal.SIGKILL)  # a provider vanishes mid-run
@@ -87,7 +87,7 @@ def test_secagg_and_dp_across_real_nodes_survive_a_killed_node_and_a_coordinator
         net.start_coordinator_thread()  # … and a new one resumes from the same database
         run = _wait(client, job.id, until=lambda r: r.state != JobState.RUNNING, timeout=240)
         assert run.state == JobState.SUCCEEDED, run
-        assert [r.round for r in run.history] == [1, 2, 3, 4]
+        assert [r.round for r in run.history] == [1, 2, 3]
         assert run.history[0].participants == 4
         assert all(r.participants >= 3 for r in run.history)
         assert all(r.detail["secure_aggregation"]["included"] >= 3 for r in run.history)

@@ -156,7 +156,7 @@ def demo(
         summary["coordinator"] = net.url
         client_wallet = Wallet.create()
         with Client(net.url, client_wallet) as client:
-            client.faucet(2 * FUNDING)  # escrow: 5 rounds × 4 nodes × ≤102 units at max price
+            client.faucet(2 * FUNDING)  # escrow: 3 rounds × 4 nodes × ≤102 units at max price
             fl_job = _submit_training(client, fl_data.holdout, fl_data.n_features, out)
         summary.update(_run_jobs(net, home, out, timeout, total_nodes=nodes + 1))
         summary["federated"] = _training_report(net, client_wallet, fl_job, cheater, out, timeout)
@@ -210,7 +210,7 @@ def _cheater_report(net: LocalNetwork, cheater: str, out: Console) -> dict[str, 
     }
 
 
-FL_ROUNDS = 5
+FL_ROUNDS = 3
 FL_REWARD = 5 * UNIT
 
 
