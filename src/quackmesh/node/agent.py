@@ -8,6 +8,7 @@ kills the sandboxes and hands their leases back so other nodes can take them at 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -313,12 +314,12 @@ class NodeAgent:
         started = time.monotonic()
         try:
             output = secagg_step(lease.params, secret=self._fl_secret, answered=self._fl_unmasked)
-        except ValueError as exc:
+        except (ValueError, KeyError, TypeError) as exc:  # a malformed request from the wire
             report = TaskReport(
                 lease_id=lease.lease_id,
                 outcome="failed",
                 failure_reason="input_error",
-                detail=f"secure aggregation step refused: {exc}"[:2000],
+                detail=f"secure aggregation step refused: {exc!r}"[:2000],
                 elapsed_s=time.monotonic() - started,
             )
             self.client.report(lease.task_id, report)
@@ -363,10 +364,22 @@ class NodeAgent:
         return False
 
     def _report(self, lease: TaskLease, outcome: SandboxOutcome) -> None:
+        fl_data: bytes | None = None
+        if outcome.ok and outcome.output_path is not None and lease.kind == "fl.local_train":
+            try:
+                fl_data = self._fl_output(lease, outcome.output_path.read_bytes())
+            except (ValueError, KeyError, TypeError) as exc:  # e.g. a malformed secagg block
+                outcome = dataclasses.replace(
+                    outcome,
+                    ok=False,
+                    output_path=None,
+                    reason="output_error",
+                    detail=f"could not mask the update: {exc!r}"[:2000],
+                )
         if outcome.ok and outcome.output_path is not None:
             data = outcome.output_path.read_bytes()
-            if lease.kind == "fl.local_train":
-                data = self._fl_output(lease, data)
+            if fl_data is not None:
+                data = fl_data
             elif self.config.behaviour == "lazy":
                 self._lazy_cache.setdefault(lease.kind, json.loads(data))
             elif self.config.behaviour == "wrong":
