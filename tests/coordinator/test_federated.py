@@ -157,6 +157,33 @@ def test_too_few_clients_retries_then_fails_and_refunds(
 
 
 @sqlite_only
+def test_retried_rounds_never_pay_more_than_the_escrow_holds(
+    net: Net, digits: tuple[Dataset, Dataset]
+) -> None:
+    """Escrow prices rounds × clients training tasks; retries may train more. The extra
+    ones are paid from what is left (never from the rewards), and nothing errors."""
+    train, _ = digits
+    nodes = _nodes(net, train, 2, price=1_000)  # asks the max price: escrow covers 2 tasks
+    client = net.funded(100 * DUCK)
+    job = client.train(_params(rounds=1, clients_per_round=2, min_clients=2), max_price=1_000)
+    for _ in range(3):  # node 0 fails every attempt; node 1 trains three times
+        for lease in nodes[0].leases():
+            nodes[0].fail(lease)
+        drive(nodes[1:])
+    final = client.status(job.id)
+    assert final.state == JobState.FAILED
+    trained = [t for t in final.tasks if t.state.value == "succeeded"]
+    assert len(trained) == 3
+    assert trained[0].paid > 0 and trained[1].paid > 0
+    assert trained[2].paid == 0  # the escrow held only the rewards by then
+    assert final.refunded == 3 * DUCK  # the unspent reward budget comes back
+    assert final.paid + final.fee + final.refunded == final.escrowed
+    with net.rt.reads() as session:
+        assert net.rt.ledger.balance(session, job_escrow_account(job.id)) == 0
+    assert client.ledger_check().ok
+
+
+@sqlite_only
 def test_coordinator_restart_resumes_at_the_current_round(
     net_factory: Callable[..., Net], digits: tuple[Dataset, Dataset]
 ) -> None:

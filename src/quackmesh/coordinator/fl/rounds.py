@@ -409,10 +409,15 @@ def _pay_training(
         task.payment_state = "rental"
         return 0
     amount = (task.price_per_unit or 0) * (task.units or 0)
+    # Retried rounds can train more tasks than the escrow priced (rounds × clients): pay
+    # what the escrow still holds beyond the unpaid rewards, never more (no 402 to a node).
+    escrow = job_escrow_account(job.id)
+    spare = rt.ledger.balance(session, escrow) - (spec_of(job).reward_budget - run.reward_paid)
+    amount = max(0, min(amount, spare))
     fee = amount * rt.settings.fee_bps // 10_000
     _, tx = rt.ledger.settle_many(
         session,
-        escrow=job_escrow_account(job.id),
+        escrow=escrow,
         payouts=[(client.node, amount, fee)],
         owner=None,
         ref=job.id,
