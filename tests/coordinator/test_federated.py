@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from quackmesh.coordinator.db.models import FlRun
+from quackmesh.coordinator.db.models import FlRun, Node
 from quackmesh.coordinator.fl.rounds import tick
 from quackmesh.core.errors import InvalidState, NotFound, ValidationFailed
 from quackmesh.core.schemas import JobState
@@ -181,6 +181,44 @@ def test_retried_rounds_never_pay_more_than_the_escrow_holds(
     with net.rt.reads() as session:
         assert net.rt.ledger.balance(session, job_escrow_account(job.id)) == 0
     assert client.ledger_check().ok
+
+
+@sqlite_only
+def test_uploaded_data_is_sharded_across_trainers_and_a_lost_trainers_shard_moves(
+    net: Net, digits: tuple[Dataset, Dataset]
+) -> None:
+    """The rented-trainer flow: the client's upload is split into one shard per trainer,
+    each trainer downloads only its shard, and a departed trainer's shard moves on."""
+    train, holdout = digits
+    nodes = _nodes(net, train, 3)
+    upload = net.tmp / "upload.csv"
+    write_csv(train, upload)
+    client = net.funded(100 * DUCK)
+    params = _params(rounds=3, clients_per_round=2, min_clients=2, dataset=None)
+    job = client.train(params, max_price=1_000, data=upload, eval_data=_holdout(net, holdout))
+    drive(nodes, until=lambda: len(client.fl_run(job.id).history) >= 1)
+    first = {c.node for c in client.fl_run(job.id).history[0].clients}
+    shards = {t.id: t for t in client.status(job.id).tasks if t.state.value == "succeeded"}
+    assert len(shards) == 2
+    gone = sorted(first)[0]
+    with net.rt.sessions.begin() as session:  # one trainer leaves the network
+        row = session.get(Node, gone)
+        assert row is not None
+        row.status = "offline"
+    others = [n for n in nodes if n.address != gone]
+    for _ in range(3):
+        tick(net.rt)  # the sweeper sees its pinned task can never be leased, and moves on
+        drive(others)
+    run = client.fl_run(job.id)
+    assert run.state == JobState.SUCCEEDED, run
+    later = {c.node for r in run.history[1:] for c in r.clients if c.state != "dropped"}
+    assert gone not in later and later == {n.address for n in others}
+    assert run.history[-1].accuracy is not None and run.history[-1].accuracy > 0.8
+    with net.rt.reads() as session:
+        fl_run = session.get(FlRun, job.id)
+        assert fl_run is not None
+        assert len(fl_run.shards["order"]) == 2
+        assert sorted(fl_run.shards["nodes"].values()) == [0, 1]
 
 
 @sqlite_only

@@ -157,7 +157,7 @@ def _select(rt: Runtime, session: Session, job: Job, run: FlRun, now: float) -> 
             )
             return
     if run.shards:
-        _assign_shards(run, chosen)
+        _assign_shards(run, chosen, eligible)
     run.round_started_at = now
     run.deadline = now + spec.round_timeout_s
     run.eligible = len(eligible)
@@ -201,8 +201,9 @@ def _select(rt: Runtime, session: Session, job: Job, run: FlRun, now: float) -> 
         _start_phase(rt, session, job, run, "train", now)
 
 
-def _assign_shards(run: FlRun, chosen: list[str]) -> None:
-    nodes: dict[str, int] = dict(run.shards.get("nodes", {}))
+def _assign_shards(run: FlRun, chosen: list[str], eligible: list[str]) -> None:
+    """Give every chosen node a shard; a shard whose trainer is gone moves to a new one."""
+    nodes = {n: i for n, i in dict(run.shards.get("nodes", {})).items() if n in eligible}
     free = [i for i in range(len(run.shards["order"])) if i not in nodes.values()]
     for node in chosen:
         if node not in nodes and free:
