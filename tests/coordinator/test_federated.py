@@ -17,7 +17,7 @@ from quackmesh.core.errors import InvalidState, NotFound, ValidationFailed
 from quackmesh.core.schemas import JobState
 from quackmesh.fl.data import Dataset, load_builtin, train_holdout_split, write_csv
 from quackmesh.fl.zoo import ModelSpec, weights_from_safetensors
-from quackmesh.ledger import job_escrow_account, wallet_account
+from quackmesh.ledger import job_escrow_account
 
 from .conftest import Net
 from .fl_support import FlNode, drive, partitions
@@ -410,4 +410,3 @@ def test_fl_views_are_owner_only_and_model_waits_for_the_end(
     )
     with pytest.raises(NotFound):
         client.fl_run(plain.id)
-    assert wallet_account(client.address)

@@ -99,6 +99,7 @@ def follow_training(client: Client, job_id: str, *, timeout: float) -> FlRunPubl
     return run
 
 
+@handle_errors
 def train(
     model: Annotated[str, typer.Option("--model", help="logreg | mlp | cnn28 | cnn1d")] = "mlp",
     dataset: Annotated[
@@ -230,6 +231,7 @@ def _report(run: FlRunPublic, out: Path | None) -> None:
         console.print(f"model saved to {out} (card {out.with_suffix('.card.json')})")
 
 
+@handle_errors
 def train_status(
     job_id: Annotated[str, typer.Argument(help="an fl.train job id")],
     follow: Annotated[bool, typer.Option("--follow")] = False,
@@ -263,7 +265,3 @@ def train_status(
         )
     console.print(table)
     _report(run, None)
-
-
-train = handle_errors(train)  # type: ignore[assignment]
-train_status = handle_errors(train_status)  # type: ignore[assignment]

@@ -14,6 +14,7 @@ Everything parsed here comes from the coordinator as JSON; nothing is unpickled.
 from __future__ import annotations
 
 import base64
+import hashlib
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -76,13 +77,13 @@ def secagg_step(params: Mapping[str, Any], *, secret: bytes, answered: set[str])
 
 
 def _delta_vector(result: Mapping[str, Any], model: Mapping[str, Any]) -> Any:
+    """The delta as ``(n_params,)`` in the zoo's declared order (the coordinator's too)."""
+    from quackmesh.fl.params import flatten
     from quackmesh.fl.zoo import ModelSpec, param_shapes, weights_from_safetensors
 
     spec = ModelSpec.model_validate(model)
     delta = weights_from_safetensors(base64.b64decode(result["delta"]), spec, field="delta")
-    return np.concatenate(
-        [np.asarray(delta[n], dtype=np.float64).ravel() for n in param_shapes(spec)]
-    )
+    return flatten({name: delta[name] for name in param_shapes(spec)})
 
 
 def mask_update(
@@ -125,8 +126,6 @@ def flip_update(result: Mapping[str, Any], params: Mapping[str, Any]) -> dict[st
     delta = weights_from_safetensors(base64.b64decode(result["delta"]), spec, field="delta")
     flipped = {k: (-10.0 * np.asarray(v)).astype(np.float32) for k, v in delta.items()}
     data = weights_to_safetensors(flipped)
-    import hashlib
-
     return {
         **result,
         "delta": base64.b64encode(data).decode(),

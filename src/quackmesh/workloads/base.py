@@ -37,7 +37,7 @@ from quackmesh.core.errors import ValidationFailed
 from quackmesh.workloads.data import DataFormat
 from quackmesh.workloads.results import check_result
 
-__all__ = ["InputSummary", "SpecT", "Workload", "ceil_div", "format_loc"]
+__all__ = ["InputSummary", "SpecT", "Workload", "ceil_div", "format_loc", "params_error"]
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
@@ -70,6 +70,20 @@ def format_loc(loc: tuple[int | str, ...], *, prefix: str = "params") -> str:
     return out
 
 
+def params_error(exc: ValidationError) -> ValidationFailed:
+    """A pydantic error on job params as the 422 users see: every error as ``params.<field>``,
+    the first one in the message."""
+    errors = [
+        {"field": format_loc(err["loc"]), "message": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return ValidationFailed(
+        f"{first['field']}: {first['message']}{more}", field=first["field"], errors=errors
+    )
+
+
 class Workload(ABC, Generic[SpecT]):
     """One job kind: params model, input checks, pricing, compute and result comparison."""
 
@@ -87,17 +101,7 @@ class Workload(ABC, Generic[SpecT]):
         try:
             spec = self.spec_model.model_validate(dict(params))
         except ValidationError as exc:
-            errors = [
-                {"field": format_loc(err["loc"]), "message": err["msg"], "type": err["type"]}
-                for err in exc.errors(include_url=False, include_input=False)
-            ]
-            first = errors[0]
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            raise ValidationFailed(
-                f"{first['field']}: {first['message']}{more}",
-                field=first["field"],
-                errors=errors,
-            ) from exc
+            raise params_error(exc) from exc
         return cast(SpecT, spec)
 
     def check_input_names(self, inputs: Mapping[str, Path]) -> None:

@@ -72,11 +72,11 @@ def _weights(rt: Runtime, sha: str, spec: FlTrainSpec) -> dict[str, Any]:
 
 
 def _flat(weights: dict[str, Any], spec: FlTrainSpec) -> FloatArray:
+    """``(n_params,)`` in the zoo's declared order (the order nodes mask in)."""
+    from quackmesh.fl.params import flatten
     from quackmesh.fl.zoo import param_shapes
 
-    return np.concatenate(
-        [np.asarray(weights[name], dtype=np.float64).ravel() for name in param_shapes(spec.model)]
-    )
+    return flatten({name: weights[name] for name in param_shapes(spec.model)})
 
 
 def _unflat(vector: FloatArray, spec: FlTrainSpec) -> dict[str, Any]:

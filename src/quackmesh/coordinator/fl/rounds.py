@@ -59,6 +59,13 @@ WAITING = {"advertise": "selected", "shares": "advertised", "unmask": "trained"}
 ANSWERED = {"advertise": "advertised", "shares": "shared", "train": "trained", "unmask": "revealed"}
 
 
+def _waiting_state(phase: str, spec: FlTrainSpec) -> str:
+    """The client state a phase waits on (training follows the shares under secagg)."""
+    if phase == "train":
+        return "shared" if spec.secure_aggregation else "selected"
+    return WAITING[phase]
+
+
 def spec_of(job: Job) -> FlTrainSpec:
     from quackmesh.fl.spec import FlTrainSpec
 
@@ -260,7 +267,7 @@ def _start_phase(
     if phase == "train":
         _start_train(rt, session, job, run, spec, clients, now)
         return
-    waiting = WAITING[phase]
+    waiting = _waiting_state(phase, spec)
     for client in clients:
         if client.state != waiting:
             continue
@@ -296,7 +303,7 @@ def _start_train(
         **spec.train_params(),
         **make_strategy(spec.strategy.name, spec.strategy.params).client_config(),
     }
-    want = "shared" if spec.secure_aggregation else "selected"
+    want = _waiting_state("train", spec)
     n_params = count_params(spec.model)
     for client in clients:
         if client.state != want:
@@ -353,28 +360,20 @@ def on_task_success(
     task: Task,
     job: Job,
     node: Node,
-    output_sha256: str,
     now: float,
 ) -> int:
-    """A round task reported: record the answer, pay training, move the round on."""
+    """A round task reported (``verify.service.on_success`` marked it succeeded): record the
+    answer, pay training, move the round on."""
     from quackmesh.coordinator.fl import protocol
 
-    task.state = TaskState.SUCCEEDED.value
-    task.output_sha256 = output_sha256
-    task.finished_at = now
-    task.lease_id = None
     task.verdict = "unchecked"
-    node.tasks_completed += 1
-    emit(session, "task.succeeded", job_id=job.id, node=node.address, task_id=task.id, at=now)
+    output_sha256 = task.output_sha256 or ""
     run, client = _client_for(session, task)
     current = client is not None and client.round == run.round and client.attempt == run.retries
     if client is None or not current or run.phase not in ANSWERED:
         task.payment_state = "unpaid"  # a straggler from a finished phase or round
         return 0
-    expected = {"advertise": "selected", "shares": "advertised", "unmask": "trained"}.get(
-        run.phase, "shared" if spec_of(job).secure_aggregation else "selected"
-    )
-    if client.state != expected:
+    if client.state != _waiting_state(run.phase, spec_of(job)):
         task.payment_state = "unpaid"
         return 0
     output = _load_output(rt, output_sha256)
@@ -387,9 +386,9 @@ def on_task_success(
         advance(rt, session, job=job, now=now)
         return 0
     client.state = ANSWERED[run.phase]
-    client.update_sha = output_sha256 if run.phase == "train" else client.update_sha
     paid = 0
     if run.phase == "train":
+        client.update_sha = output_sha256
         paid = _pay_training(rt, session, job, run, client, task)
     else:
         task.payment_state = "unpaid"  # protocol steps are part of the training price
@@ -463,9 +462,7 @@ def advance(rt: Runtime, session: Session, *, job: Job, now: float) -> None:
         _select(rt, session, job, run, now)
         return
     clients = clients_of(session, run)
-    waiting_state = WAITING.get(
-        run.phase, "shared" if spec_of(job).secure_aggregation else "selected"
-    )
+    waiting_state = _waiting_state(run.phase, spec_of(job))
     waiting = [c for c in clients if c.state == waiting_state]
     if waiting and now < run.deadline:
         stuck = _unreachable(rt, session, job, waiting)

@@ -31,7 +31,7 @@ from quackmesh.core.errors import ValidationFailed
 from quackmesh.core.ids import new_id
 from quackmesh.core.schemas import JobCreate, JobState
 from quackmesh.ledger import job_escrow_account
-from quackmesh.workloads.base import ceil_div, format_loc
+from quackmesh.workloads.base import ceil_div, params_error
 
 if TYPE_CHECKING:  # torch is imported lazily: the coordinator starts without it
     from quackmesh.coordinator.runtime import Runtime
@@ -48,14 +48,7 @@ def parse_fl_spec(params: dict[str, Any]) -> FlTrainSpec:
     try:
         return FlTrainSpec.model_validate(params)
     except ValidationError as exc:
-        errors = [
-            {"field": format_loc(err["loc"]), "message": err["msg"], "type": err["type"]}
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-        first = errors[0]
-        raise ValidationFailed(
-            f"{first['field']}: {first['message']}", field=first["field"], errors=errors
-        ) from exc
+        raise params_error(exc) from exc
 
 
 def _check_strategy(spec: FlTrainSpec) -> None:
@@ -107,7 +100,7 @@ def _rows_cap(session: Session, spec: FlTrainSpec, data_rows: int | None) -> int
     return max(rows)
 
 
-def _initial_weights(rt: Runtime, spec: FlTrainSpec, init: Path | None) -> bytes:
+def _initial_weights(spec: FlTrainSpec, init: Path | None) -> bytes:
     from quackmesh.fl.zoo import init_weights, weights_from_safetensors, weights_to_safetensors
 
     if init is not None:
@@ -155,7 +148,7 @@ def submit_fl_job(rt: Runtime, session: Session, *, owner: str, body: JobCreate)
         raise ValidationFailed(
             "input 'data' has fewer rows than clients_per_round", field="inputs.data"
         )
-    model_bytes = _initial_weights(rt, spec, paths.get("init"))
+    model_bytes = _initial_weights(spec, paths.get("init"))
     rows_cap = _rows_cap(session, spec, data_rows)
     units_cap = max(1, ceil_div(rows_cap * count_params(spec.model) * spec.local_epochs, 10**6))
     now = time.time()

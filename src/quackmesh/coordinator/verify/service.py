@@ -183,20 +183,18 @@ def on_success(
     now: float,
 ) -> int:
     """A replica reported a (stored, checked) result. Returns what this task was paid now."""
-    if task.role == "fl":  # a federated round's task: the round's state machine decides
-        from quackmesh.coordinator.fl.rounds import on_task_success
-
-        return on_task_success(
-            rt, session, task=task, job=job, node=node, output_sha256=output_sha256, now=now
-        )
     task.state = TaskState.SUCCEEDED.value
     task.output_sha256 = output_sha256
     task.finished_at = now
     task.lease_id = None
     node.tasks_completed += 1
+    emit(session, "task.succeeded", job_id=job.id, node=node.address, task_id=task.id, at=now)
+    if task.role == "fl":  # a federated round's task: the round's state machine decides
+        from quackmesh.coordinator.fl.rounds import on_task_success
+
+        return on_task_success(rt, session, task=task, job=job, node=node, now=now)
     if task.leased_at is not None:
         record_timeliness(rt, node, timeliness_sample(now - task.leased_at, job.timeout_s))
-    emit(session, "task.succeeded", job_id=job.id, node=node.address, task_id=task.id, at=now)
     if job.honeypot:
         from quackmesh.coordinator.verify.honeypots import judge
 

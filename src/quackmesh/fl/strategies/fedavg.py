@@ -20,7 +20,7 @@ from quackmesh.fl.strategies.base import (
     check_real,
 )
 
-__all__ = ["FedAvg", "weighted_mean"]
+__all__ = ["FedAvg", "mean_aggregate", "weighted_mean"]
 
 
 def weighted_mean(updates: FloatArray, num_examples: IntArray) -> FloatArray:
@@ -28,6 +28,14 @@ def weighted_mean(updates: FloatArray, num_examples: IntArray) -> FloatArray:
     weights = num_examples.astype(np.float64) / float(np.sum(num_examples))  # (n_clients,)
     mean: FloatArray = weights @ updates  # (n_params,)
     return mean
+
+
+def mean_aggregate(updates: FloatArray, num_examples: IntArray) -> Aggregate:
+    """The example-weighted mean, every update accepted (FedAvg and the server optimisers)."""
+    return Aggregate(
+        delta=weighted_mean(updates, num_examples),
+        accepted=np.ones(updates.shape[0], dtype=np.bool_),
+    )
 
 
 @dataclass(frozen=True)
@@ -43,10 +51,7 @@ class FedAvg(Strategy):
         check_real("server_lr", self.server_lr, low=0.0, low_open=True)
 
     def aggregate_updates(self, updates: FloatArray, num_examples: IntArray) -> Aggregate:
-        return Aggregate(
-            delta=weighted_mean(updates, num_examples),
-            accepted=np.ones(updates.shape[0], dtype=np.bool_),
-        )
+        return mean_aggregate(updates, num_examples)
 
     def server_step(
         self, params: FloatArray, delta: FloatArray, state: dict[str, FloatArray]

@@ -29,7 +29,7 @@ from quackmesh.fl.strategies.base import (
     StrategyError,
     check_real,
 )
-from quackmesh.fl.strategies.fedavg import weighted_mean
+from quackmesh.fl.strategies.fedavg import mean_aggregate
 
 __all__ = ["FedOpt", "fedopt_step"]
 
@@ -79,10 +79,7 @@ class FedOpt(Strategy):
         return np.zeros(n_params, dtype=np.float64)
 
     def aggregate_updates(self, updates: FloatArray, num_examples: IntArray) -> Aggregate:
-        return Aggregate(
-            delta=weighted_mean(updates, num_examples),
-            accepted=np.ones(updates.shape[0], dtype=np.bool_),
-        )
+        return mean_aggregate(updates, num_examples)
 
     def server_step(
         self, params: FloatArray, delta: FloatArray, state: dict[str, FloatArray]
