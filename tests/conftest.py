@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+# Starlette's TestClient is built on httpx2 whenever httpx2 can be imported, and the SDK
+# (which the tests hand the TestClient's transport) is built on httpx: the two transports
+# do not mix. Nothing we depend on needs httpx2 (huggingface_hub is pinned to 1.x for
+# that), but an environment may still carry it: keep the TestClient on httpx regardless.
+if "starlette.testclient" not in sys.modules:
+    sys.modules.setdefault("httpx2", None)  # type: ignore[arg-type]
+
 PG_ADMIN_URL = os.environ.get(
     "QUACKMESH_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = bool(os.environ.get("CI"))
+# Rich consoles read the width once, when created; pin it for every test (and every
+# pytest-xdist worker) so CLI tables are never cut, whatever the order tests run in.
+os.environ["COLUMNS"] = "200"
 
 
 def _pg_unavailable(reason: str) -> None:

@@ -154,6 +154,10 @@ def test_wallet_keystore_round_trip_and_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.json").write_text("{not json")
     with pytest.raises(WalletError, match="not a keystore"):
         Wallet.load(tmp_path / "junk.json", "pw")
+    for text in ("{}", "[]", '{"crypto": 5}'):  # JSON, but no keystore
+        (tmp_path / "other.json").write_text(text)
+        with pytest.raises(WalletError, match="not a keystore"):
+            Wallet.load(tmp_path / "other.json", "pw")
 
 
 def test_every_error_code_is_unique_and_maps_back() -> None:

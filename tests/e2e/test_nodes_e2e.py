@@ -186,10 +186,27 @@ def test_demo_json_reports_every_check(tmp_path: Path) -> None:
     ]
     for job in summary["jobs"]:
         assert job["state"] == "succeeded" and job["result_ok"] is True and job["paid"] > 0
-    # The cheating node ran at least the redundant job's replica, lost and was slashed;
-    # the results above are right all the same.
+    # The cheating node lost a vote somewhere and was slashed; the results above are right
+    # all the same. (Which job catches it depends on timing: once slashed below the
+    # minimum stake it gets no more work, and the redundant job's quorum can then be met
+    # by the honest nodes alone.)
     cheater = summary["cheater"]
     assert cheater["caught"] and cheater["slashed"] >= 100 * 10**6
-    redundant = next(j for j in summary["jobs"] if j["policy"] == "redundant")
-    assert cheater["address"] in redundant["rejected"]
+    assert any(cheater["address"] in j["rejected"] for j in summary["jobs"])
+    # Inference (cli/demo_infer.py): an honest node, not the cheater, served MiniLM; the
+    # four sentences came back as unit vectors with the two similar ones closest, at the
+    # node's price per text; the federated model's prediction job got the run's accuracy.
+    inference = summary["inference"]
+    assert inference["ok"] is True
+    embeddings = inference["embeddings"]
+    assert embeddings["ok"] and embeddings["node"] != cheater["address"]
+    assert embeddings["dims"] == 384 and len(embeddings["cosine"]) == len(embeddings["texts"]) == 4
+    assert all(abs(n - 1.0) < 1e-4 for n in embeddings["norms"])
+    assert embeddings["closest"] == embeddings["expected_closest"] == [0, 1]
+    assert embeddings["price"] == 4 * embeddings["price_per_text"] > 0
+    prediction = inference["prediction"]
+    assert prediction["ok"] and prediction["state"] == "succeeded" and prediction["rows"] == 1000
+    assert prediction["accuracy"] == pytest.approx(summary["federated"]["accuracy"][-1], abs=1e-6)
+    assert prediction["matches_local"] and prediction["max_prob_diff"] <= 1e-4
+    assert prediction["paid"] > 0 and prediction["node"] != cheater["address"]
     assert not Path(summary["home"]).exists(), "the demo cleans up its temporary home"

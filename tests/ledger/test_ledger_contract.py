@@ -260,3 +260,28 @@ def test_settle_and_refund_cannot_pay_more_than_the_escrow(ldb: LedgerDB) -> Non
             s, escrow=escrow, provider=owner, owner=owner, amount=101, fee=0, ref="t"
         )
     assert ldb.tx_count() == before
+
+
+def test_history_lists_an_accounts_entries_newest_first_with_paging(ldb: LedgerDB) -> None:
+    led = ldb.ledger
+    with ldb.sessions.begin() as s:
+        led.faucet(s, address=ALICE, amount=10 * DUCK)
+        led.escrow(s, owner=ALICE, account=ESCROW, amount=3 * DUCK, ref="job_1")
+        led.settle(s, escrow=ESCROW, provider=BOB, amount=2 * DUCK, fee=100_000, ref="job_1")
+        led.refund(s, escrow=ESCROW, owner=ALICE, ref="job_1")
+    alice = wallet_account(ALICE)
+    with ldb.sessions() as s:
+        rows = led.history(s, accounts=[alice], limit=10)
+        assert [(r.kind, r.amount) for r in rows] == [
+            ("refund", DUCK),
+            ("escrow", -3 * DUCK),
+            ("faucet", 10 * DUCK),
+        ]
+        assert sum(r.amount for r in rows) == led.balance(s, alice)
+        older = led.history(s, accounts=[alice], limit=10, before_seq=rows[0].seq)
+        assert [r.kind for r in older] == ["escrow", "faucet"]
+        paid = led.history(s, accounts=[wallet_account(BOB)], limit=10, kinds=["settle"])
+        assert [(r.amount, r.ref) for r in paid] == [(1_900_000, "job_1")]
+        assert led.history(s, accounts=[alice], limit=10, since=rows[0].at + 1) == []
+        with pytest.raises(ValidationFailed):
+            led.history(s, accounts=["nonsense"], limit=10)

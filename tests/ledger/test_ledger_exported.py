@@ -9,7 +9,17 @@ import pytest
 
 import quackmesh.ledger
 
-SUBMODULES = ["accounts", "base", "chain", "export", "sql", "tables"]
+SUBMODULES = [
+    "accounts",
+    "base",
+    "chain",
+    "export",
+    "hashchain",
+    "merkle",
+    "sql",
+    "tables",
+    "vouchers",
+]
 
 
 def isort_key(name: str) -> tuple[int, str]:

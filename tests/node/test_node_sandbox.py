@@ -251,11 +251,15 @@ def test_processes_left_behind_by_a_finished_task_are_killed(
 
 
 def test_cpu_limit_stops_a_busy_loop(tmp_path: Path, test_env: dict[str, str]) -> None:
-    limits = TaskLimits(wall_s=20, cpu_s=1, memory_mb=2048)
+    # A generous wall limit: on a loaded CI machine the busy loop may get little CPU, and
+    # it must hit the CPU limit (what this test is about) before the wall-clock one.
+    limits = TaskLimits(wall_s=90, cpu_s=1, memory_mb=2048)
     outcome = run_test_workload("test.busy", {}, tmp_path, test_env, limits)
     assert_failed(outcome, "cpu_limit")
     assert "SIGXCPU" in outcome.detail
-    assert outcome.cpu_s >= 0.95
+    # rusage can read below the kernel's RLIMIT_CPU accounting on a busy machine (see
+    # sandbox.py); the signal is the proof, this only checks the loop really ran.
+    assert outcome.cpu_s >= 0.5
 
 
 def test_cpu_limit_holds_when_the_child_ignores_sigxcpu(
@@ -267,7 +271,9 @@ def test_cpu_limit_holds_when_the_child_ignores_sigxcpu(
     outcome = run_test_workload("test.busy", {"ignore_sigxcpu": True}, tmp_path, test_env, limits)
     assert_failed(outcome, "cpu_limit")
     assert "SIGKILL" in outcome.detail
-    assert outcome.cpu_s >= 4.5
+    # Past the soft limit (3 s): only the hard limit (soft + 2 s) stopped it. rusage reads
+    # a little below the kernel's own accounting on a busy machine (4.46 s seen in CI).
+    assert outcome.cpu_s >= 4.0
 
 
 def test_memory_limit_stops_a_big_allocation(tmp_path: Path, test_env: dict[str, str]) -> None:

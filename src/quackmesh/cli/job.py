@@ -16,6 +16,7 @@ from quackmesh.cli.common import (
     console,
     die,
     handle_errors,
+    job_changes,
     load_wallet,
     parse_amount,
     parse_param,
@@ -45,16 +46,17 @@ def _describe(job: JobPublic) -> str:
 
 
 def follow(client: Client, job_id: str, *, timeout: float) -> JobPublic:
-    """Poll the job with a live spinner until it finishes."""
-    deadline = time.monotonic() + timeout
+    """A live spinner until the job finishes, refreshed by the job's events as they happen."""
     job = client.status(job_id)
     with Live(Spinner("dots", text=_describe(job)), console=console, transient=True) as live:
-        while job.state not in TERMINAL:
-            if time.monotonic() > deadline:
-                die(f"job {job_id} still {job.state.value} after {timeout:.0f}s", ExitCode.TIMEOUT)
-            time.sleep(0.5)
-            job = client.status(job_id)
-            live.update(Spinner("dots", text=_describe(job)))
+        if job.state not in TERMINAL:
+            for _ in job_changes(client, job_id, timeout=timeout):
+                job = client.status(job_id)
+                live.update(Spinner("dots", text=_describe(job)))
+                if job.state in TERMINAL:
+                    break
+    if job.state not in TERMINAL:
+        die(f"job {job_id} still {job.state.value} after {timeout:.0f}s", ExitCode.TIMEOUT)
     return job
 
 

@@ -12,6 +12,7 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from quackmesh.cli import datasets as datasets_cli
 from quackmesh.cli.common import (
@@ -86,11 +87,32 @@ def start(
             help="dataset registry to advertise [default: $QUACKMESH_HOME/datasets.json]",
         ),
     ] = None,
+    serve: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--serve",
+            metavar="MODEL=BACKEND[@PRICE]",
+            help=(
+                "serve a model for inference (repeatable). BACKEND: minilm (bundled"
+                " all-MiniLM-L6-v2 embeddings), st:DIR (local sentence-transformers dir),"
+                " hf:DIR (local Hugging Face causal LM dir), openai:URL\\[#NAME] or"
+                " openai-embed:URL\\[#NAME] (a local OpenAI-compatible server; NAME: its model"
+                " name, default MODEL). PRICE in DUCK per 1,000 tokens (generate) or per text"
+                " (embed) \\[default: 0]."
+                " Example: --serve tiny=hf:./tiny@0.002"
+            ),
+        ),
+    ] = None,
+    serve_memory: Annotated[
+        int,
+        typer.Option(min=256, help="memory limit (MB of address space) of each served model"),
+    ] = 16_384,
 ) -> None:
     """Join a coordinator: register, heartbeat, lease tasks and run them sandboxed.
 
     Ctrl-C once drains (running tasks finish, no new leases); twice releases them.
     """
+    from quackmesh.inference.backends import parse_serves
     from quackmesh.node.agent import NodeAgent, NodeConfig
     from quackmesh.node.datasets import default_registry, load_registry
     from quackmesh.node.sandbox import network_isolation_available
@@ -98,6 +120,10 @@ def start(
     logging.basicConfig(level=os.environ.get("QUACKMESH_LOG_LEVEL", "WARNING"))
     if isolate_network and not network_isolation_available():
         die("--isolate-network needs root and util-linux `unshare` on this machine", ExitCode.USAGE)
+    try:
+        served = parse_serves(serve or [])
+    except ValueError as exc:
+        die(escape(str(exc)), ExitCode.USAGE)
     config = NodeConfig(
         coordinator=coordinator,
         name=name or socket.gethostname()[:64],
@@ -112,6 +138,8 @@ def start(
         faucet=faucet,
         behaviour=_behaviour(behaviour),
         datasets=load_registry(datasets or default_registry()),
+        serve=served,
+        serve_memory_mb=serve_memory,
     )
     agent = NodeAgent(
         config, load_wallet(wallet), on_event=lambda msg: console.print(msg, highlight=False)

@@ -9,7 +9,6 @@ dataset (or from ``--data``/``--eval`` files), so the common case needs no shape
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +20,7 @@ from quackmesh.cli.common import (
     console,
     die,
     handle_errors,
+    job_changes,
     load_wallet,
     parse_amount,
     parse_param,
@@ -79,8 +79,8 @@ def _line(run: FlRunPublic) -> str:
 
 
 def follow_training(client: Client, job_id: str, *, timeout: float) -> FlRunPublic:
-    """A progress bar over rounds until the job ends (Ctrl-C stops following only)."""
-    deadline = time.monotonic() + timeout
+    """A progress bar over rounds, moved by the job's events, until the job ends (Ctrl-C
+    stops following only)."""
     run = client.fl_run(job_id)
     columns = (
         TextColumn("round {task.completed:.0f}/{task.total:.0f}"),
@@ -90,12 +90,14 @@ def follow_training(client: Client, job_id: str, *, timeout: float) -> FlRunPubl
     )
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task(_line(run), total=run.rounds, completed=len(run.history))
-        while run.state not in TERMINAL:
-            if time.monotonic() > deadline:
-                die(f"job {job_id} still {run.state.value} after {timeout:.0f}s", ExitCode.TIMEOUT)
-            time.sleep(0.5)
-            run = client.fl_run(job_id)
-            progress.update(bar, completed=len(run.history), description=_line(run))
+        if run.state not in TERMINAL:
+            for _ in job_changes(client, job_id, timeout=timeout):
+                run = client.fl_run(job_id)
+                progress.update(bar, completed=len(run.history), description=_line(run))
+                if run.state in TERMINAL:
+                    break
+    if run.state not in TERMINAL:
+        die(f"job {job_id} still {run.state.value} after {timeout:.0f}s", ExitCode.TIMEOUT)
     return run
 
 

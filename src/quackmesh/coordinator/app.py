@@ -8,18 +8,27 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 import quackmesh
 from quackmesh.coordinator.accounts.router import router as accounts_router
+from quackmesh.coordinator.auth.router import router as auth_router
+from quackmesh.coordinator.chain.link import approve_vault, bind_state, open_link
+from quackmesh.coordinator.chain.router import router as chain_router
+from quackmesh.coordinator.chain.watcher import ChainWatcher
 from quackmesh.coordinator.db.engine import is_sqlite, make_engine, make_session_factory
 from quackmesh.coordinator.db.migrate import is_at_head, upgrade
 from quackmesh.coordinator.deps import RuntimeDep
-from quackmesh.coordinator.events.service import list_events
+from quackmesh.coordinator.events.hub import EventHub
+from quackmesh.coordinator.events.router import router as events_router
 from quackmesh.coordinator.fl.router import router as fl_router
+from quackmesh.coordinator.inference.billing import refund_orphans
+from quackmesh.coordinator.inference.gateway import router as gateway_router
+from quackmesh.coordinator.inference.router import router as inference_router
+from quackmesh.coordinator.inference.state import InferenceState
 from quackmesh.coordinator.jobs.router import router as jobs_router
 from quackmesh.coordinator.market.router import router as market_router
 from quackmesh.coordinator.nodes.liveness import Liveness
@@ -31,9 +40,12 @@ from quackmesh.coordinator.rentals.router import router as rentals_router
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.coordinator.scheduler.router import router as tasks_router
 from quackmesh.coordinator.settings import Settings
+from quackmesh.coordinator.stats.router import router as stats_router
 from quackmesh.coordinator.storage.router import router as blobs_router
 from quackmesh.coordinator.storage.service import LocalBlobStore
 from quackmesh.coordinator.sweeper import Sweeper
+from quackmesh.coordinator.webhooks.dispatcher import WebhookDispatcher
+from quackmesh.coordinator.webhooks.router import router as webhooks_router
 from quackmesh.core.signing import NonceCache
 from quackmesh.ledger import SqlLedger
 
@@ -45,18 +57,38 @@ log = logging.getLogger("quackmesh.coordinator")
 def build_runtime(settings: Settings) -> Runtime:
     """Open the database (migrating it to head), the blob store and the in-memory state."""
     settings.home.mkdir(parents=True, exist_ok=True)
+    chain = open_link(settings)  # first: a chain that cannot be reached leaves nothing open
     url = settings.resolved_database_url()
     engine = make_engine(url)
     upgrade(engine)
     read_engine = make_engine(url, read_only=True) if is_sqlite(url) else engine
+    sessions = make_session_factory(engine)
+    reads = make_session_factory(read_engine)
+    hub = EventHub(reads, poll_s=settings.events_poll_s, gap_grace_s=settings.events_gap_grace_s)
+    hub.watch(sessions)
+    metrics = Metrics()
+    metrics.event_subscribers.set_function(lambda: hub.subscribers)
+    metrics.events_streamed.set_function(lambda: hub.delivered)
+    if chain is not None:
+        try:
+            with sessions.begin() as session:
+                bind_state(session, chain)
+        except Exception:
+            engine.dispose()
+            read_engine.dispose()
+            raise
+        if settings.dev_mode:
+            approve_vault(chain)  # the faucet deposits for others from the operator's DUCK
     return Runtime(
+        chain=chain,
         settings=settings,
         engine=engine,
-        sessions=make_session_factory(engine),
-        reads=make_session_factory(read_engine),
+        sessions=sessions,
+        reads=reads,
+        hub=hub,
         ledger=SqlLedger(),
         blobs=LocalBlobStore(settings.resolved_blob_dir(), max_bytes=settings.max_upload_bytes),
-        metrics=Metrics(),
+        metrics=metrics,
         secret=settings.resolved_secret(),
         nonces=NonceCache(ttl=2 * settings.auth_window_s),
         liveness=Liveness(),
@@ -65,6 +97,13 @@ def build_runtime(settings: Settings) -> Runtime:
         ),
         read_limiter=RateLimiter(
             rate=settings.rate_read_per_s, burst=settings.rate_read_burst, name="read"
+        ),
+        inference=InferenceState(
+            limiter=RateLimiter(
+                rate=settings.rate_inference_per_s,
+                burst=settings.rate_inference_burst,
+                name="inference",
+            )
         ),
     )
 
@@ -81,16 +120,33 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         rt.stop.clear()
         sweeper = Sweeper(rt)
         sweeper.start()
+        dispatcher = WebhookDispatcher(rt)
+        dispatcher.start()
+        watcher = ChainWatcher(rt, rt.chain) if rt.chain is not None else None
+        if watcher is not None:
+            watcher.start()
+        await rt.hub.start()
+        await asyncio.to_thread(refund_orphans, rt)  # reservations a dead process left
+        rt.inference.start(rt.ledger, rt.reads, every=settings.inference_directory_s)
         log.info(
             "coordinator started",
-            extra={"database": rt.engine.url.get_backend_name(), "dev_mode": settings.dev_mode},
+            extra={
+                "database": rt.engine.url.get_backend_name(),
+                "dev_mode": settings.dev_mode,
+                "chain": "off" if rt.chain is None else rt.chain.vault_address,
+            },
         )
         try:
             yield
         finally:
             rt.stop.set()
             rt.notifier.notify_all()
+            await rt.inference.stop(timeout=10.0)
+            await rt.hub.stop()
+            await dispatcher.stop()
             await asyncio.to_thread(sweeper.stop)
+            if watcher is not None:
+                await asyncio.to_thread(watcher.stop)
             rt.engine.dispose()
             read_engine = rt.reads.kw.get("bind")
             if read_engine is not None and read_engine is not rt.engine:
@@ -107,6 +163,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=rt.metrics, access_log=settings.access_log)
     for router in (
+        gateway_router,  # the inference hot path first: routes are matched in order
+        inference_router,
         nodes_router,
         tasks_router,
         jobs_router,
@@ -114,7 +172,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         accounts_router,
         market_router,
         rentals_router,
+        webhooks_router,
         fl_router,
+        events_router,
+        auth_router,
+        stats_router,
+        chain_router,
     ):
         app.include_router(router)
 
@@ -144,25 +207,5 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     @app.get("/metrics", tags=["ops"], response_class=Response)
     def metrics(rt: RuntimeDep) -> Response:
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/v1/events", tags=["events"])
-    def events(
-        rt: RuntimeDep,
-        after: int = Query(default=0, ge=0),
-        limit: int = Query(default=200, ge=1, le=1000),
-    ) -> list[dict[str, Any]]:
-        """Public state changes after event id ``after`` (node and job lifecycle)."""
-        with rt.reads() as session:
-            return [
-                {
-                    "id": e.id,
-                    "type": e.type,
-                    "at": e.at,
-                    "job_id": e.job_id,
-                    "node": e.node,
-                    "data": e.data,
-                }
-                for e in list_events(session, after=after, limit=limit)
-            ]
 
     return app

@@ -85,6 +85,16 @@ class Metrics:
         self.heartbeats = Counter(
             "quackmesh_heartbeats", "Heartbeats received", registry=self.registry
         )
+        self.event_subscribers = Gauge(
+            "quackmesh_event_subscribers",
+            "WebSocket event-stream subscribers on this process",
+            registry=self.registry,
+        )
+        self.events_streamed = Gauge(
+            "quackmesh_events_streamed",
+            "Events handed to the stream fan-out since start (this process)",
+            registry=self.registry,
+        )
         self.slashes = Counter(
             "quackmesh_slashes",
             "Stake slashes (lost votes, honeypots, disputes)",

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from quackmesh.coordinator.chain.link import ChainLink
+from quackmesh.coordinator.events.hub import EventHub
+from quackmesh.coordinator.inference.state import InferenceState
 from quackmesh.coordinator.nodes.liveness import Liveness
 from quackmesh.coordinator.observability import Metrics
 from quackmesh.coordinator.ratelimit import RateLimiter
@@ -118,6 +121,8 @@ class Runtime:
     liveness: Liveness
     submit_limiter: RateLimiter
     read_limiter: RateLimiter
+    hub: EventHub
+    chain: ChainLink | None = None  # on-chain settlement (issue 7); None with chain = off
     notifier: WorkNotifier = field(default_factory=WorkNotifier)
     validated: ValidationCache = field(default_factory=ValidationCache)
     started_at: float = field(default_factory=time.time)
@@ -125,3 +130,4 @@ class Runtime:
     # Spot checks and honeypots must be unpredictable to nodes; tests may seed a Random.
     rng: random.Random = field(default_factory=random.SystemRandom)
     last_uptime_sample: float = field(default_factory=time.time)
+    inference: InferenceState = field(default_factory=InferenceState)  # the gateway (issue 6)

@@ -79,6 +79,121 @@ class Settings(BaseSettings):
     rental_settle_s: float = Field(default=60.0, gt=0, description="rentals pay out this often")
     reputation_alpha: float = Field(default=0.1, gt=0, le=1, description="EWMA weight")
 
+    # --- dashboard sessions and events (issue 5) ---
+    session_ttl_s: float = Field(default=12 * 3600.0, gt=0, description="browser session life")
+    siwe_chain_id: int = Field(default=1, ge=1, description="Chain ID SIWE messages must name")
+    events_poll_s: float = Field(
+        default=0.05, gt=0, description="event fan-out looks for new rows this often"
+    )
+    events_gap_grace_s: float = Field(
+        default=2.0, ge=0, description="how long the stream waits for a missing event id"
+    )
+
+    # --- webhooks (issue 5) ---
+    webhook_poll_s: float = Field(
+        default=0.25, gt=0, le=60, description="the dispatcher looks for events this often"
+    )
+    webhook_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="whole-request limit of one delivery attempt"
+    )
+    webhook_backoff_s: float = Field(
+        default=2.0, gt=0, description="first retry delay; doubles with each attempt"
+    )
+    webhook_max_backoff_s: float = Field(
+        default=600.0, gt=0, description="retry delays never exceed this"
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=50, description="attempts before a delivery is marked failed"
+    )
+    webhook_concurrency: int = Field(
+        default=16, ge=1, le=1024, description="deliveries in flight at once, all webhooks"
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="allow webhook URLs on loopback/private networks (always on in dev_mode)",
+    )
+
+    # --- on-chain settlement (issue 7); see README "On-chain settlement" ---
+    chain: str = Field(
+        default="off",
+        description="off, local (an in-process EVM, deployed at start) or a JSON-RPC URL",
+    )
+    chain_deployment: Path | None = Field(
+        default=None,
+        description="JSON written by `quackmesh chain deploy`; default: home/chain.json",
+    )
+    chain_key_file: Path | None = Field(
+        default=None, description="keystore of the operator key (posts roots, signs vouchers)"
+    )
+    chain_key_password: str | None = Field(
+        default=None, description="the keystore's password (or chain_key_password_file)"
+    )
+    chain_key_password_file: Path | None = None
+    chain_confirmations: int = Field(
+        default=2, ge=0, le=1000, description="blocks on top before a deposit counts (URL)"
+    )
+    chain_poll_s: float = Field(default=1.0, gt=0, description="deposit watcher interval")
+    chain_epoch_s: float = Field(
+        default=60.0, gt=0, description="a balance root is posted this often (if changed)"
+    )
+    voucher_ttl_s: int = Field(
+        default=3600, ge=60, le=30 * 86_400, description="a withdrawal voucher's lifetime"
+    )
+    chain_faucet_gas_wei: int = Field(
+        default=10**17, ge=0, description="ETH the dev faucet sends for gas (chain mode)"
+    )
+
+    # --- inference gateway (issue 6); see coordinator/inference/__init__.py ---
+    inference_max_attempts: int = Field(
+        default=3, ge=1, le=10, description="nodes one request may try before it fails"
+    )
+    inference_queue_s: float = Field(
+        default=10.0, gt=0, description="a request waits this long for a free serving node"
+    )
+    inference_pickup_s: float = Field(
+        default=5.0, gt=0, description="a node must open its answer stream within this"
+    )
+    inference_first_chunk_s: float = Field(
+        default=60.0, gt=0, description="first answer line within this of the stream opening"
+    )
+    inference_stall_s: float = Field(
+        default=15.0, gt=0, description="longest silence between two answer lines"
+    )
+    inference_deadline_s: float = Field(
+        default=300.0, gt=0, description="a node's whole answer (InferenceWork.deadline_s)"
+    )
+    inference_default_max_tokens: int = Field(
+        default=512, ge=1, description="max_tokens when a generation request names none"
+    )
+    inference_max_inputs: int = Field(
+        default=2048, ge=1, le=100_000, description="texts one embeddings request may send"
+    )
+    inference_max_stream_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="the largest answer stream a node may send"
+    )
+    inference_check_rate: float = Field(
+        default=0.05, ge=0, le=1, description="chance a trusted node's answer is re-run elsewhere"
+    )
+    inference_check_adaptive: bool = Field(
+        default=True,
+        description="check every answer of a (node, model) until adaptive_trust agree in a row",
+    )
+    inference_cosine_min: float = Field(
+        default=0.999, ge=-1, le=1, description="embeddings agree at this cosine or above"
+    )
+    inference_latency_alpha: float = Field(
+        default=0.2, gt=0, le=1, description="EWMA weight of a node's time to first chunk"
+    )
+    inference_directory_s: float = Field(
+        default=1.0, gt=0, description="serving nodes (stake, models) are re-read this often"
+    )
+    inference_key_cache_s: float = Field(
+        default=5.0, ge=0, description="API key lookups are cached this long (revoke: at once)"
+    )
+    inference_max_keys: int = Field(default=100, ge=1, description="active API keys per wallet")
+    rate_inference_per_s: float = Field(default=200.0, gt=0)
+    rate_inference_burst: int = Field(default=400, ge=1)
+
     rate_submit_per_s: float = Field(default=5.0, gt=0)
     rate_submit_burst: int = Field(default=30, ge=1)
     rate_read_per_s: float = Field(default=50.0, gt=0)
@@ -97,6 +212,17 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def chain_enabled(self) -> bool:
+        return self.chain.strip().lower() != "off"
+
+    @property
+    def chain_is_local(self) -> bool:
+        return self.chain.strip().lower() == "local"
+
+    def resolved_chain_deployment(self) -> Path:
+        return self.chain_deployment or self.home / "chain.json"
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'coordinator.db'}"

@@ -15,18 +15,22 @@ both sides of the wire::
     │   └── ReplayedNonce          401 replayed_nonce
     ├── InsufficientBalance        402 insufficient_balance
     ├── Forbidden                  403 forbidden
-    │   └── DevModeOnly            403 dev_mode_only       (faucet outside development mode)
+    │   ├── DevModeOnly            403 dev_mode_only       (faucet outside development mode)
+    │   └── CsrfFailed             403 csrf_failed         (session request without its CSRF token)
     ├── NotFound                   404 not_found
     │   ├── JobNotFound            404 job_not_found
     │   ├── TaskNotFound           404 task_not_found
     │   ├── NodeNotFound           404 node_not_found
-    │   └── BlobNotFound           404 blob_not_found
+    │   ├── BlobNotFound           404 blob_not_found
+    │   └── ChainDisabled          404 chain_disabled      (the coordinator has no chain)
     ├── Conflict                   409 conflict
     │   ├── InvalidState           409 invalid_state
     │   └── LeaseLost              409 lease_lost          (lease expired or moved on)
     ├── PayloadTooLarge            413 payload_too_large
     ├── RateLimited                429 rate_limited        (carries retry_after seconds)
     ├── LedgerInvariantBroken      500 ledger_invariant_broken
+    ├── ChainError                 502 chain_error         (chain unreachable, no receipt)
+    │   └── ChainReverted          409 chain_reverted      (a contract refused; carries reason)
     └── Unavailable                503 unavailable
 
 Context goes in keyword arguments (``JobNotFound("no such job", job_id=...)``) and is
@@ -42,7 +46,11 @@ __all__ = [
     "BadRequest",
     "BadSignature",
     "BlobNotFound",
+    "ChainDisabled",
+    "ChainError",
+    "ChainReverted",
     "Conflict",
+    "CsrfFailed",
     "DevModeOnly",
     "Forbidden",
     "InsufficientBalance",
@@ -131,6 +139,10 @@ class DevModeOnly(Forbidden):
     code, title = "dev_mode_only", "Only available in development mode"
 
 
+class CsrfFailed(Forbidden):
+    code, title = "csrf_failed", "CSRF token missing or wrong"
+
+
 class NotFound(QuackMeshError):
     status, code, title = 404, "not_found", "Not found"
 
@@ -177,6 +189,18 @@ class RateLimited(QuackMeshError):
 
 class LedgerInvariantBroken(QuackMeshError):
     status, code, title = 500, "ledger_invariant_broken", "Ledger invariant broken"
+
+
+class ChainError(QuackMeshError):
+    status, code, title = 502, "chain_error", "Chain error"
+
+
+class ChainReverted(ChainError):
+    status, code, title = 409, "chain_reverted", "Chain call reverted"
+
+
+class ChainDisabled(NotFound):
+    code, title = "chain_disabled", "This coordinator does not settle on a chain"
 
 
 class Unavailable(QuackMeshError):

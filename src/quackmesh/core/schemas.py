@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "INLINE_RESULT_MAX",
+    "MODEL_NAME_PATTERN",
     "Address",
     "BalancePublic",
     "Behaviour",
@@ -43,7 +44,10 @@ __all__ = [
     "LeaseCreate",
     "LeasePublic",
     "LedgerCheckPublic",
+    "MarketExclusion",
     "MarketNodesPublic",
+    "ModelName",
+    "ModelTask",
     "NodePublic",
     "NodeRegister",
     "NodeStatus",
@@ -56,6 +60,7 @@ __all__ = [
     "RentalPublic",
     "RentalQuotePublic",
     "ReputationPublic",
+    "ServedModel",
     "Sha256",
     "SlashListPublic",
     "SlashPublic",
@@ -154,6 +159,25 @@ class DatasetInfo(_Wire):
     coarsen: int | None = Field(default=None, ge=1, description="counts rounded to this step")
 
 
+# --- inference (issue 6; the rest is in quackmesh.core.inference_schemas) ------------------
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+ModelName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
+ModelTask = Literal["embed", "generate"]
+
+
+class ServedModel(_Wire):
+    """One model a node serves, as it advertises it."""
+
+    name: ModelName
+    task: ModelTask
+    price: int = Field(
+        ge=0, description="micro-DUCK per 1,000 tokens (generate) or per input text (embed)"
+    )
+    context_len: int = Field(default=2048, ge=1, le=1_048_576, description="tokens in + out")
+    dims: int | None = Field(default=None, ge=1, description="embedding size (embed models)")
+
+
 class NodeRegister(_Wire):
     name: str = Field(min_length=1, max_length=64)
     hardware: Hardware
@@ -169,6 +193,9 @@ class NodeRegister(_Wire):
         default="honest", description="test nodes only; refused outside development mode"
     )
     datasets: list[DatasetInfo] = Field(default_factory=list, max_length=64)
+    models: list[ServedModel] = Field(
+        default_factory=list, max_length=64, description="models served for inference"
+    )
 
 
 class ReputationPublic(_Wire):
@@ -199,6 +226,7 @@ class NodePublic(_Wire):
     reputation: ReputationPublic | None = None
     rental_id: str | None = Field(default=None, description="active rental holding it")
     datasets: list[DatasetInfo] = Field(default_factory=list)
+    models: list[ServedModel] = Field(default_factory=list)
 
 
 class HeartbeatCreate(_Wire):
@@ -473,9 +501,20 @@ class DisputePublic(_Wire):
 # --- market, explain, rentals (issue 3) ------------------------------------------------
 
 
+class MarketExclusion(_Wire):
+    address: str
+    name: str
+    reason: str = Field(description="the first filter the node fails (its query parameter)")
+    detail: str
+
+
 class MarketNodesPublic(_Wire):
     nodes: list[NodePublic]
     total: int = Field(description="matches before the limit")
+    excluded: list[MarketExclusion] | None = Field(
+        default=None, description="with explain=true: every other node and why"
+    )
+    summary: str | None = Field(default=None, description="with explain=true")
 
 
 class ExplainEntry(_Wire):

@@ -46,6 +46,8 @@ class Wallet:
             key = Account.decrypt(keystore, password)
         except ValueError:
             raise WalletError(f"wrong password for {path}") from None
+        except (KeyError, TypeError, AttributeError) as exc:  # JSON, but not a keystore
+            raise WalletError(f"{path} is not a keystore file (missing {exc})") from None
         return cls.from_key(bytes(key))
 
     def save(

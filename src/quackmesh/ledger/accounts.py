@@ -5,9 +5,19 @@
 ``stake:<0xAddress>``     a provider's stake, slashable
 ``escrow:job:<job_id>``   payment held for a job until it settles or is refunded
 ``escrow:rental:<id>``    payment held for a node rental
+``escrow:infer:<id>``     the most an inference request may cost, held until it is
+                          answered (then paid out, the rest refunded) or fails
 ``treasury``              protocol fees and slashed stake
-``mint``                  development faucet source; the only account that may go negative
+``mint``                  development faucet source (no chain); may go negative
+``vault``                 the on-chain Vault's side (chain mode): minus what it holds
+                          for the ledger, so it may go negative too
+``withdrawal:<id>``       DUCK promised by withdrawal voucher ``<id>`` until the chain
+                          shows it paid (then to ``vault``) or it expires (back)
 ========================  ==========================================================
+
+In chain mode DUCK enters the ledger only by a confirmed ``Deposit`` (``vault`` →
+``wallet``) and leaves only by a confirmed ``Withdrawal`` (``withdrawal:<id>`` →
+``vault``), so every other balance is backed by tokens the Vault holds.
 
 Names are at most 128 characters (the width of the ``account`` columns). Builders take an
 address in any case and return the checksummed form, so one actor has exactly one wallet.
@@ -24,7 +34,10 @@ from quackmesh.core.ids import normalize_address
 __all__ = [
     "ACCOUNT_MAX_LEN",
     "MINT",
+    "NEGATIVE_ALLOWED",
     "TREASURY",
+    "VAULT",
+    "infer_escrow_account",
     "is_escrow_account",
     "is_valid_account",
     "job_escrow_account",
@@ -32,15 +45,19 @@ __all__ = [
     "stake_account",
     "validate_account",
     "wallet_account",
+    "withdrawal_account",
 ]
 
 ACCOUNT_MAX_LEN = 128
 TREASURY = "treasury"
 MINT = "mint"
+VAULT = "vault"
+NEGATIVE_ALLOWED = frozenset({MINT, VAULT})  # the two sources of DUCK; everything else >= 0
 
 _ID = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
 _ID_RE = re.compile(rf"^{_ID}$")
-_ESCROW_RE = re.compile(rf"^escrow:(job|rental):{_ID}$")
+_ESCROW_RE = re.compile(rf"^escrow:(job|rental|infer):{_ID}$")
+_WITHDRAWAL_RE = re.compile(r"^withdrawal:[1-9][0-9]{0,18}$")
 _ADDRESS_ACCOUNT_RE = re.compile(r"^(wallet|stake):(0x[0-9a-fA-F]{40})$")
 
 
@@ -78,11 +95,23 @@ def rental_escrow_account(rental_id: str) -> str:
     return _escrow("rental", rental_id)
 
 
+def infer_escrow_account(request_id: str) -> str:
+    """``escrow:infer:<request_id>``: an inference request's reservation (issue 6)."""
+    return _escrow("infer", request_id)
+
+
+def withdrawal_account(voucher_id: int) -> str:
+    """``withdrawal:<voucher id>``: what one withdrawal voucher holds until it settles."""
+    if type(voucher_id) is not int or voucher_id <= 0:
+        raise ValidationFailed(f"not a voucher id: {voucher_id!r}", field="voucher_id")
+    return f"withdrawal:{voucher_id}"
+
+
 def is_valid_account(name: object) -> TypeGuard[str]:
     """Whether ``name`` is a well-formed account name (addresses must be checksummed)."""
     if not isinstance(name, str) or len(name) > ACCOUNT_MAX_LEN:
         return False
-    if name in (TREASURY, MINT) or _ESCROW_RE.match(name):
+    if name in (TREASURY, MINT, VAULT) or _ESCROW_RE.match(name) or _WITHDRAWAL_RE.match(name):
         return True
     match = _ADDRESS_ACCOUNT_RE.match(name)
     if match is None:

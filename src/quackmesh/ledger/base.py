@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from quackmesh.core.errors import InsufficientBalance, ValidationFailed
 from quackmesh.ledger.accounts import MINT, TREASURY, is_escrow_account, wallet_account
 
-__all__ = ["Ledger", "LedgerCheck", "PostedTx", "Posting"]
+__all__ = ["HistoryEntry", "Ledger", "LedgerCheck", "PostedTx", "Posting"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Posting:
 
 @dataclass(frozen=True)
 class PostedTx:
-    """A journal transaction as written; ``hash`` chains it to ``prev_hash`` (see chain.py)."""
+    """A journal transaction as written; ``hash`` chains it to ``prev_hash`` (see hashchain.py)."""
 
     seq: int
     tx_id: str
@@ -54,6 +54,19 @@ class PostedTx:
     entries: tuple[Posting, ...]
     prev_hash: str
     hash: str
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One account's side of one transaction (what a wallet's history lists)."""
+
+    seq: int
+    at: float
+    kind: str
+    memo: str
+    ref: str | None
+    account: str
+    amount: int  # + credit, - debit
 
 
 @dataclass(frozen=True)
@@ -107,8 +120,22 @@ class Ledger(ABC):
 
         ``ValidationFailed`` unless the postings are non-empty non-zero ints over valid
         accounts that sum to zero; ``InsufficientBalance`` (with ``account``,
-        ``available`` and ``required``) if any account but ``mint`` would go negative.
+        ``available`` and ``required``) if any account but ``mint`` or ``vault`` would
+        go negative.
         """
+
+    @abstractmethod
+    def history(
+        self,
+        session: Session,
+        *,
+        accounts: Sequence[str],
+        limit: int,
+        before_seq: int | None = None,
+        kinds: Sequence[str] | None = None,
+        since: float | None = None,
+    ) -> list[HistoryEntry]:
+        """Entries on ``accounts``, newest first (``before_seq`` pages back)."""
 
     @abstractmethod
     def balance(self, session: Session, account: str) -> int:

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from quackmesh.core.errors import ValidationFailed
 from quackmesh.core.money import format_duck
 from quackmesh.ledger.base import PostedTx, Posting
-from quackmesh.ledger.chain import created_at_micros
+from quackmesh.ledger.hashchain import created_at_micros
 
 __all__ = ["CSV_COLUMNS", "iso_utc", "read_jsonl", "write_csv", "write_jsonl"]
 

@@ -7,7 +7,7 @@ row, so a refused transaction leaves nothing behind even if the caller commits a
 Appending locks the single ``ledger_head`` row first (``SELECT … FOR UPDATE``): concurrent
 appenders on PostgreSQL queue on that lock and each reads the balances and the chain head
 left by the previous one, so balances cannot be double-spent and the hash chain
-(chain.py) cannot fork. This relies on READ COMMITTED, PostgreSQL's default; SQLite
+(hashchain.py) cannot fork. This relies on READ COMMITTED, PostgreSQL's default; SQLite
 serialises writers with ``BEGIN IMMEDIATE`` (``coordinator.db.engine``).
 """
 
@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session
 from quackmesh.core.errors import InsufficientBalance, LedgerInvariantBroken, ValidationFailed
 from quackmesh.core.ids import new_id
 from quackmesh.core.money import format_duck
-from quackmesh.ledger.accounts import MINT, validate_account
-from quackmesh.ledger.base import Ledger, LedgerCheck, PostedTx, Posting
-from quackmesh.ledger.chain import GENESIS_HASH, MAX_PROBLEMS, ChainAudit, tx_hash
+from quackmesh.ledger.accounts import NEGATIVE_ALLOWED, validate_account
+from quackmesh.ledger.base import HistoryEntry, Ledger, LedgerCheck, PostedTx, Posting
+from quackmesh.ledger.hashchain import GENESIS_HASH, MAX_PROBLEMS, ChainAudit, tx_hash
 from quackmesh.ledger.tables import LedgerBalance, LedgerEntry, LedgerHead, LedgerTransaction
 
 __all__ = ["SqlLedger"]
@@ -137,7 +137,7 @@ class SqlLedger(Ledger):
         for account in sorted(deltas):
             available = current.get(account, 0)
             after = available + deltas[account]
-            if after < 0 and account != MINT:
+            if after < 0 and account not in NEGATIVE_ALLOWED:
                 raise InsufficientBalance(
                     f"{account} holds {format_duck(available)}, "
                     f"needs {format_duck(-deltas[account])}",
@@ -167,6 +167,14 @@ class SqlLedger(Ledger):
         # Read what an escrow holds under the chain lock, so a concurrent settle or
         # refund of the same escrow cannot pay it out twice.
         self._lock_head(session)
+
+    def head(self, session: Session, *, lock: bool = False) -> tuple[int, str]:
+        """``(seq, hash)`` of the newest transaction (``(0, GENESIS_HASH)`` before any).
+        ``lock`` takes the chain lock, so nothing is appended until the session ends."""
+        if lock:
+            return self._lock_head(session)
+        row = session.execute(select(_H.seq, _H.hash).where(_H.id == 1)).one_or_none()
+        return (0, GENESIS_HASH) if row is None else (int(row.seq), str(row.hash))
 
     def _lock_head(self, session: Session) -> tuple[int, str]:
         stmt = select(_H.seq, _H.hash).where(_H.id == 1).with_for_update()
@@ -226,6 +234,45 @@ class SqlLedger(Ledger):
             stmt = stmt.where(_B.account.startswith(prefix, autoescape=True))
         return {account: int(balance) for account, balance in session.execute(stmt)}
 
+    def history(
+        self,
+        session: Session,
+        *,
+        accounts: Sequence[str],
+        limit: int,
+        before_seq: int | None = None,
+        kinds: Sequence[str] | None = None,
+        since: float | None = None,
+    ) -> list[HistoryEntry]:
+        for account in accounts:
+            validate_account(account)
+        if type(limit) is not int or limit < 1:
+            raise ValidationFailed("limit must be a positive int", field="limit")
+        stmt = (
+            select(_T.seq, _T.created_at, _T.kind, _T.memo, _T.ref, _E.account, _E.amount)
+            .join(_E, _E.seq == _T.seq)
+            .where(_E.account.in_(list(accounts)))
+        )
+        if before_seq is not None:
+            stmt = stmt.where(_T.seq < before_seq)
+        if kinds is not None:
+            stmt = stmt.where(_T.kind.in_(list(kinds)))
+        if since is not None:
+            stmt = stmt.where(_T.created_at >= since)
+        stmt = stmt.order_by(_T.seq.desc(), _E.id.desc()).limit(limit)
+        return [
+            HistoryEntry(
+                seq=int(r.seq),
+                at=float(r.created_at),
+                kind=r.kind,
+                memo=r.memo,
+                ref=r.ref,
+                account=r.account,
+                amount=int(r.amount),
+            )
+            for r in session.execute(stmt)
+        ]
+
     def iter_journal(
         self, session: Session, *, after_seq: int = 0, limit: int | None = None
     ) -> Iterator[PostedTx]:
@@ -270,7 +317,9 @@ class SqlLedger(Ledger):
 
         for account, cached, summed in _balance_mismatches(session):
             audit.problem(f"cached balance of {account} is {cached}, its entries sum to {summed}")
-        negative = select(_B.account, _B.balance).where(_B.balance < 0, _B.account != MINT)
+        negative = select(_B.account, _B.balance).where(
+            _B.balance < 0, _B.account.not_in(sorted(NEGATIVE_ALLOWED))
+        )
         for account, value in session.execute(negative.limit(MAX_PROBLEMS)):
             audit.problem(f"balance of {account} is negative: {int(value)}")
         return audit.result()

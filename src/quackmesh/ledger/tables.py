@@ -4,7 +4,7 @@ The coordinator's Alembic migration creates these from ``LedgerBase.metadata``; 
 portable between SQLite and PostgreSQL, amounts are ``BIGINT`` micro-DUCK, and every index
 and constraint has an explicit name so migrations diff cleanly.
 
-* ``ledger_transactions`` — the journal, one row per transaction, hash-chained (chain.py).
+* ``ledger_transactions`` — the journal, one row per transaction, hash-chained (hashchain.py).
   ``seq`` is assigned by the ledger (head seq + 1), never by the database.
 * ``ledger_entries`` — the postings of each transaction; they sum to zero per ``seq``.
 * ``ledger_balances`` — a cache of ``sum(amount)`` per account, updated in the same

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,11 @@ from quackmesh.core.schemas import (
     TaskReport,
 )
 from quackmesh.core.wallet import Wallet
+from quackmesh.inference.backends import ServeSpec
 from quackmesh.node.datasets import DatasetEntry
 from quackmesh.node.hardware import detect_hardware
 from quackmesh.node.sandbox import SandboxOutcome, run_task
+from quackmesh.node.serving import ServingPool
 from quackmesh.sdk import Client
 from quackmesh.workloads import list_kinds
 from quackmesh.workloads.registry import PROTOCOL_KINDS
@@ -67,6 +69,8 @@ class NodeConfig:
     faucet: bool = False  # development mode: mint what the stake top-up needs
     behaviour: Behaviour = "honest"  # test networks only (the coordinator refuses others)
     datasets: Mapping[str, DatasetEntry] = field(default_factory=dict)  # name -> local file
+    serve: Sequence[ServeSpec] = ()  # models served for inference (quackmesh.node.serving)
+    serve_memory_mb: int | None = 16_384  # address-space limit of each serving process
 
 
 @dataclass
@@ -105,6 +109,19 @@ class NodeAgent:
         # the agent keeps no per-round state (a restarted node simply drops out of a round).
         self._fl_secret = secrets.token_bytes(32)
         self._fl_unmasked: set[str] = set()  # rounds whose unmask request was answered
+        self.serving: ServingPool | None = None
+        if config.serve:
+            self.serving = ServingPool(
+                config.serve,
+                coordinator=config.coordinator,
+                wallet=wallet,
+                transport=transport,
+                emit=self._emit,
+                workdir=self.workdir / "serving",
+                lease_wait_s=config.lease_wait_s,
+                memory_mb=config.serve_memory_mb,
+                threads=max(1, self.hardware.cpu_cores // len(config.serve)),
+            )
 
     # --- lifecycle -----------------------------------------------------------------------
     def request_drain(self) -> None:
@@ -126,14 +143,17 @@ class NodeAgent:
             price_per_hour=self.config.price_per_hour,
             behaviour=self.config.behaviour,
             datasets=[entry.info for entry in self.config.datasets.values()],
+            models=self.serving.models if self.serving is not None else [],
         )
         node = self.client.register_node(body)
         self._ensure_stake()
         gpus = ", ".join(g.model for g in self.hardware.gpus) or "no GPU"
+        served = ", ".join(f"{m.name} ({m.task})" for m in body.models)
         self._emit(
             f"registered {node.address} as '{node.name}': {self.hardware.cpu_cores} cores, "
             f"{self.hardware.ram_bytes / 2**30:.1f} GiB RAM, {gpus}; "
             f"{self.config.slots} slot(s) at {format_duck(self.config.price_per_unit)}/unit"
+            + (f"; serving {served}" if served else "")
         )
 
     def _ensure_stake(self) -> None:
@@ -153,17 +173,31 @@ class NodeAgent:
         )
 
     def run(self) -> None:
-        """Run until drained; returns when every task has finished or been released."""
-        self._register_with_retry()
-        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-        beat.start()
+        """Run until drained; returns when every task has finished or been released.
+
+        Served models load first (the node registers what it loaded) and stop leasing
+        inference work when the drain begins.
+        """
+        beat: threading.Thread | None = None
         try:
+            if self.serving is not None:
+                self.serving.load(cancel=self.drain)
+            self._register_with_retry()
+            beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+            beat.start()
+            if self.serving is not None:
+                self.serving.start()
             self._lease_loop()
+            if self.serving is not None:
+                self.serving.stop()
             self._finish()
         finally:
+            if self.serving is not None:
+                self.serving.stop(grace_s=0.0)  # idempotent; kills what an error left running
             self.abort.set()
             self._beat_now.set()
-            beat.join(timeout=self.config.heartbeat_s + 5)
+            if beat is not None:
+                beat.join(timeout=self.config.heartbeat_s + 5)
             self.client.close()
             if self._own_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)
@@ -200,10 +234,10 @@ class NodeAgent:
             except NodeNotFound:
                 self._register_with_retry()
                 continue
+            # Leases granted to a request made before a drain began are run, not released:
+            # the coordinator already counts them as running here, and the drain waits for
+            # running tasks anyway (a second Ctrl-C releases them).
             for lease in leases:
-                if self.drain.is_set():
-                    self._release(lease)
-                    continue
                 self._start(lease)
 
     def _finish(self) -> None:

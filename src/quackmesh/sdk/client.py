@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +26,32 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
+from quackmesh.core.chain_schemas import (
+    ChainAccountPublic,
+    ChainEpochListPublic,
+    ChainEpochPublic,
+    ChainInfoPublic,
+    ChainRootPublic,
+    DepositListPublic,
+    DepositPublic,
+    PermitDepositCreate,
+    ProofPublic,
+    RelayPublic,
+    TokenFaucetCreate,
+    VoucherListPublic,
+    VoucherPublic,
+    WithdrawalCreate,
+)
 from quackmesh.core.errors import QuackMeshError, RateLimited, error_class_for_code
+from quackmesh.core.inference_schemas import (
+    ApiKeyCreate,
+    ApiKeyCreatedPublic,
+    ApiKeyListPublic,
+    ApiKeyPublic,
+    InferenceChunk,
+    InferenceLease,
+    InferenceWork,
+)
 from quackmesh.core.schemas import (
     BalancePublic,
     BlobPublic,
@@ -61,6 +87,16 @@ from quackmesh.core.schemas import (
     Verification,
 )
 from quackmesh.core.wallet import Wallet
+from quackmesh.core.webhook_schemas import (
+    DeliveryListPublic,
+    DeliveryPublic,
+    DeliveryState,
+    WebhookCreate,
+    WebhookCreatedPublic,
+    WebhookListPublic,
+    WebhookPublic,
+)
+from quackmesh.ledger.vouchers import sign_permit
 
 __all__ = ["AsyncClient", "Client", "HttpError", "SignedAuth"]
 
@@ -129,6 +165,10 @@ class _Call:
 
 def _body(model: BaseModel) -> Any:
     return model.model_dump(mode="json")
+
+
+def _event_filters(**filters: str | None) -> dict[str, Any]:
+    return {k: v for k, v in filters.items() if v is not None}
 
 
 def _sha256_file(path: Path) -> str:
@@ -319,10 +359,162 @@ class Client:
     def ledger_check(self) -> LedgerCheckPublic:
         return self._model(_Call("GET", "/v1/ledger/check"), LedgerCheckPublic)
 
+    # --- on-chain settlement (chain mode) -------------------------------------------------
+    def chain_info(self) -> ChainInfoPublic:
+        """The chain and contracts the coordinator settles against (404 ``chain_disabled``
+        when it runs without one)."""
+        return self._model(_Call("GET", "/v1/chain"), ChainInfoPublic)
+
+    def chain_epochs(self, *, limit: int = 20) -> list[ChainEpochPublic]:
+        call = _Call("GET", "/v1/chain/epochs", params={"limit": limit})
+        return self._model(call, ChainEpochListPublic).epochs
+
+    def chain_root(self, epoch: int) -> ChainRootPublic:
+        """``Vault.roots(epoch)`` as the coordinator reads it from the chain (trusts it)."""
+        return self._model(_Call("GET", f"/v1/chain/roots/{epoch}"), ChainRootPublic)
+
+    def chain_account(self, address: str | None = None) -> ChainAccountPublic:
+        """Token balance, permit nonce and gas of ``address`` (this wallet by default)."""
+        path = f"/v1/chain/accounts/{address or self.address}"
+        return self._model(_Call("GET", path), ChainAccountPublic)
+
+    def balance_proof(self, address: str | None = None, *, epoch: int | None = None) -> ProofPublic:
+        """The Merkle proof of a wallet balance in a posted epoch (the latest by default)."""
+        params = {"epoch": epoch} if epoch is not None else None
+        path = f"/v1/chain/proof/{address or self.address}"
+        return self._model(_Call("GET", path, params=params), ProofPublic)
+
+    def deposits(self, *, limit: int = 100) -> list[DepositPublic]:
+        call = _Call("GET", "/v1/chain/deposits", params={"limit": limit})
+        return self._model(call, DepositListPublic).deposits
+
+    def deposit(self, amount: int, *, deadline_s: int = 3600) -> RelayPublic:
+        """Deposit ``amount`` DUCK tokens from this wallet's chain address, gasless: sign
+        an EIP-2612 permit for the Vault and have the coordinator relay it. The credit
+        follows the deposit's confirmations (``credited`` says whether it already did)."""
+        info = self.chain_info()
+        account = self.chain_account()
+        permit = sign_permit(
+            self.wallet.private_key,
+            token=info.token,
+            chain_id=info.chain_id,
+            spender=info.vault,
+            value=amount,
+            nonce=account.permit_nonce,
+            deadline=int(time.time()) + deadline_s,
+        )
+        body = PermitDepositCreate(
+            amount=amount, deadline=permit.deadline, v=permit.v, r=permit.r, s=permit.s
+        )
+        return self._model(_Call("POST", "/v1/chain/deposits", json=_body(body)), RelayPublic)
+
+    def withdraw(self, amount: int, *, relay: bool = True) -> VoucherPublic:
+        """Move ``amount`` out of the wallet into a signed voucher. With ``relay`` the
+        coordinator submits it (the tokens go to this wallet's address); otherwise pass
+        ``voucher`` fields to ``Vault.withdraw`` yourself before ``expiry``."""
+        body = WithdrawalCreate(amount=amount, relay=relay)
+        return self._model(_Call("POST", "/v1/chain/withdrawals", json=_body(body)), VoucherPublic)
+
+    def withdrawals(self, *, limit: int = 100) -> list[VoucherPublic]:
+        call = _Call("GET", "/v1/chain/withdrawals", params={"limit": limit})
+        return self._model(call, VoucherListPublic).vouchers
+
+    def token_faucet(self, amount: int) -> RelayPublic:
+        """Development only: mint DUCK tokens (and gas) to this wallet's chain address."""
+        body = TokenFaucetCreate(amount=amount)
+        return self._model(_Call("POST", "/v1/chain/faucet", json=_body(body)), RelayPublic)
+
     def ledger_journal(self, *, after: int = 0, limit: int = 1000) -> str:
         """Journal transactions after seq ``after`` as JSON Lines (ledger.read_jsonl reads it)."""
         call = _Call("GET", "/v1/ledger/journal", params={"after": after, "limit": limit})
         return self._send(call).text
+
+    # --- events ------------------------------------------------------------------------
+    def events(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 200,
+        job: str | None = None,
+        node: str | None = None,
+        address: str | None = None,
+        type: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """One page of events after id ``after``, as this wallet may see them."""
+        params = _event_filters(job=job, node=node, address=address, type=type)
+        params.update(after=after, limit=limit)
+        events: list[dict[str, Any]] = self._send(_Call("GET", "/v1/events", params=params)).json()
+        return events
+
+    def stream_events(
+        self,
+        *,
+        after: int | None = None,
+        job: str | None = None,
+        node: str | None = None,
+        address: str | None = None,
+        type: str | None = None,
+        timeout: float | None = None,
+        idle_s: float = 1.0,
+        max_failures: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield events live from the WebSocket stream, in id order, until ``timeout``.
+
+        A dropped connection is re-opened with ``after=<last id seen>`` (the server then
+        sends exactly what was missed), with a growing pause between attempts; after
+        ``max_failures`` connection attempts in a row fail, ``ConnectionError`` is raised
+        (None: keep trying until the timeout). Every ``idle_s`` without an event the
+        deadline is checked; callers may also stop by breaking out of the loop.
+        """
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+        from websockets.sync.client import connect
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        base = str(self._http.base_url).rstrip("/")
+        ws_base = "ws" + base.removeprefix("http")
+        filters = _event_filters(job=job, node=node, address=address, type=type)
+        cursor = after
+        pause = 0.2
+        failures = 0
+        while deadline is None or time.monotonic() < deadline:
+            if cursor is None:  # start from the present, but as an id, so a reconnect resumes
+                cursor = self._head_event()
+            query = dict(filters)
+            if cursor is not None:
+                query["after"] = cursor
+            path = "/v1/events/ws" + (f"?{httpx.QueryParams(query)}" if query else "")
+            headers = self.wallet.sign_request(method="GET", path=path).as_dict()
+            try:
+                with connect(ws_base + path, additional_headers=headers, open_timeout=10) as ws:
+                    pause, failures = 0.2, 0
+                    while deadline is None or time.monotonic() < deadline:
+                        wait = (
+                            idle_s if deadline is None else min(idle_s, deadline - time.monotonic())
+                        )
+                        try:
+                            text = ws.recv(timeout=max(wait, 0.0))
+                        except TimeoutError:
+                            continue
+                        for event in json.loads(text)["events"]:
+                            cursor = event["id"]
+                            yield event
+            except ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code == 1008:  # our filters are wrong
+                    raise QuackMeshError(f"event stream refused: {exc.rcvd.reason}") from exc
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                failures += 1  # coordinator restarting or unreachable: try again below
+                if max_failures is not None and failures >= max_failures:
+                    raise ConnectionError(f"event stream unreachable: {exc}") from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    def _head_event(self) -> int | None:
+        """The newest event id now (``GET /v1/stats``), or None if the coordinator is away."""
+        try:
+            head: int = self._send(_Call("GET", "/v1/stats")).json()["head_event"]
+        except (httpx.TransportError, QuackMeshError):
+            return None
+        return head
 
     def nodes(self) -> list[NodePublic]:
         return [NodePublic.model_validate(n) for n in self._send(_Call("GET", "/v1/nodes")).json()]
@@ -469,6 +661,40 @@ class Client:
         """End a rental now: the time used is paid, the rest of the escrow refunded."""
         return self._model(_Call("POST", f"/v1/rentals/{rental_id}/cancel", json={}), RentalPublic)
 
+    # --- webhooks ----------------------------------------------------------------------
+    def webhook_create(
+        self, url: str, *, types: list[str], description: str = ""
+    ) -> WebhookCreatedPublic:
+        """Send this wallet's events whose type matches ``types`` (``job.succeeded``,
+        ``job.*``, ``*``) to ``url``. The answer holds the signing secret, shown only once."""
+        body = WebhookCreate(url=url, types=list(types), description=description)
+        return self._model(_Call("POST", "/v1/webhooks", json=_body(body)), WebhookCreatedPublic)
+
+    def webhooks(self) -> list[WebhookPublic]:
+        return self._model(_Call("GET", "/v1/webhooks"), WebhookListPublic).webhooks
+
+    def webhook(self, webhook_id: str) -> WebhookPublic:
+        return self._model(_Call("GET", f"/v1/webhooks/{webhook_id}"), WebhookPublic)
+
+    def webhook_delete(self, webhook_id: str) -> None:
+        """Stop sending to a webhook (its pending deliveries fail; history stays)."""
+        self._send(_Call("DELETE", f"/v1/webhooks/{webhook_id}"))
+
+    def webhook_deliveries(
+        self, webhook_id: str, *, state: DeliveryState | None = None, limit: int = 50
+    ) -> list[DeliveryPublic]:
+        """A webhook's deliveries, newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if state is not None:
+            params["state"] = state
+        call = _Call("GET", f"/v1/webhooks/{webhook_id}/deliveries", params=params)
+        return self._model(call, DeliveryListPublic).deliveries
+
+    def webhook_redeliver(self, webhook_id: str, delivery_id: int) -> DeliveryPublic:
+        """Send a delivered or failed delivery again, now."""
+        path = f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"
+        return self._model(_Call("POST", path, json={}), DeliveryPublic)
+
     # --- provider side -----------------------------------------------------------------
     def register_node(self, body: NodeRegister) -> NodePublic:
         return self._model(_Call("POST", "/v1/nodes/register", json=_body(body)), NodePublic)
@@ -511,6 +737,53 @@ class Client:
             )
         tmp.replace(dest)
         return dest
+
+    # --- inference gateway (issue 6) ---------------------------------------------------
+    def api_key_create(self, name: str = "") -> ApiKeyCreatedPublic:
+        """A gateway API key (``sk-qm-…``) spending from this wallet; the answer is the
+        only place the key is ever shown."""
+        body = _body(ApiKeyCreate(name=name))
+        return self._model(_Call("POST", "/v1/keys", json=body), ApiKeyCreatedPublic)
+
+    def api_key_list(self) -> list[ApiKeyPublic]:
+        """This wallet's API keys, newest first (revoked ones too; never the keys)."""
+        return self._model(_Call("GET", "/v1/keys"), ApiKeyListPublic).keys
+
+    def api_key_revoke(self, key_id: str) -> ApiKeyPublic:
+        """Revoke one of this wallet's API keys; the gateway refuses it from now on."""
+        return self._model(_Call("DELETE", f"/v1/keys/{key_id}"), ApiKeyPublic)
+
+    def inference_lease(self, models: list[str], *, wait_s: float = 20.0) -> InferenceWork | None:
+        """Serving nodes: long-poll for a request on ``models`` (``None`` when none came)."""
+        body = _body(InferenceLease(models=list(models), wait_s=wait_s))
+        call = _Call("POST", "/v1/inference/lease", json=body, timeout=wait_s + 30.0)
+        data = self._send(call).json()
+        return None if data is None else InferenceWork.model_validate(data)
+
+    def inference_stream(
+        self, work: InferenceWork, chunks: Iterable[InferenceChunk]
+    ) -> dict[str, Any]:
+        """Serving nodes: send the answer to ``work`` as it is made, one NDJSON line per
+        chunk, in one request authorised by the work's token. ``LeaseLost`` means the
+        coordinator no longer wants it (stop)."""
+
+        def lines() -> Iterator[bytes]:
+            for chunk in chunks:
+                yield chunk.model_dump_json(exclude_defaults=True).encode() + b"\n"
+
+        response = self._http.post(
+            f"/v1/inference/{work.id}/stream",
+            content=lines(),
+            headers={
+                "authorization": f"Bearer {work.token}",
+                "content-type": "application/x-ndjson",
+            },
+            auth=httpx.Auth(),  # the token is the capability; a streamed body is not signed
+            timeout=work.deadline_s + 30.0,
+        )
+        raise_for_problem(response)
+        data: dict[str, Any] = response.json()
+        return data
 
 
 class AsyncClient:

@@ -36,6 +36,8 @@ _registry: dict[str, type[Workload[Any]]] = {}
 
 LAZY_KINDS: dict[str, str] = {
     "fl.local_train": "quackmesh.fl.workload",
+    "infer.embed": "quackmesh.workloads.infer_embed",
+    "infer.model": "quackmesh.workloads.infer_model",
     "ml.kmeans": "quackmesh.workloads.kmeans",
     "ml.linear_regression": "quackmesh.workloads.linear_regression",
     "ml.pca": "quackmesh.workloads.pca",

@@ -16,6 +16,8 @@ from quackmesh.coordinator.accounts.staking import (
     slash_public,
     stake_public,
 )
+from quackmesh.coordinator.chain import service as chain_service
+from quackmesh.coordinator.chain.router import settle_now
 from quackmesh.coordinator.db.models import Job, Rental, Slash
 from quackmesh.coordinator.deps import ReadSigner, RuntimeDep, SubmitSigner
 from quackmesh.coordinator.events.service import emit
@@ -67,6 +69,12 @@ def faucet(body: FaucetCreate, signer: SubmitSigner, rt: RuntimeDep) -> BalanceP
         raise ValidationFailed(
             f"at most {rt.settings.faucet_max} micro-DUCK per call", field="amount"
         )
+    if rt.chain is not None:
+        # Chain mode: no unbacked DUCK. Real tokens are minted and deposited into the
+        # Vault for the signer; the credit is that deposit's, once confirmed.
+        chain_service.faucet_deposit(rt, rt.chain, address=signer, amount=body.amount)
+        settle_now(rt, rt.chain)
+        return _balance(rt, signer)
     with rt.sessions.begin() as session:
         rt.ledger.faucet(session, address=signer, amount=body.amount)
         emit(session, "faucet.minted", address=signer, amount=body.amount)

@@ -14,18 +14,26 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "ApiKey",
+    "AuthNonce",
+    "BalanceEpoch",
     "Base",
     "Blob",
+    "ChainDeposit",
+    "ChainState",
+    "Cursor",
     "Dispute",
     "Event",
     "FlClient",
     "FlRound",
     "FlRun",
     "Honeypot",
+    "InferenceRequest",
     "Job",
     "Node",
     "NodeTrust",
@@ -34,6 +42,10 @@ __all__ = [
     "Slash",
     "Task",
     "Unbonding",
+    "WebSession",
+    "Webhook",
+    "WebhookDelivery",
+    "WithdrawalVoucher",
 ]
 
 NEUTRAL = 0.5  # where every reputation part starts (see verify/reputation.py)
@@ -76,6 +88,8 @@ class Node(Base):
     results_invalid: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # --- federated learning (issue 4): what each node-local dataset looks like, never rows
     datasets: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
+    # --- inference (issue 6): the models it serves (ServedModel dicts: name, task, price …)
+    models: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
 
 
 class Blob(Base):
@@ -369,3 +383,205 @@ class FlRound(Base):
     compute: Mapped[int] = mapped_column(BigInteger, default=0)
     model_sha: Mapped[str] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AuthNonce(Base):
+    """A Sign-In with Ethereum nonce (EIP-4361): issued once, accepted once, then spent."""
+
+    __tablename__ = "auth_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    issued_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    used: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class WebSession(Base):
+    """A browser session: only the token's sha256 is stored; the cookie holds the token."""
+
+    __tablename__ = "web_sessions"
+
+    token_sha: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(42), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    method: Mapped[str] = mapped_column(String(16))  # siwe | dev
+
+
+class Webhook(Base):
+    """A client's URL that receives the events it subscribed to, HMAC-signed."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(42), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    types: Mapped[list[str]] = mapped_column(JSON, default=list)  # event types or "job.*"
+    secret: Mapped[str] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    # The event log's head when it was registered: only later events are delivered.
+    after_event: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WebhookDelivery(Base):
+    """One event to one webhook: pending → delivered, or retried with backoff → failed."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+        UniqueConstraint("webhook_id", "event_id", name="uq_webhook_deliveries_event"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    event_id: Mapped[int] = mapped_column(Integer)
+    event_type: Mapped[str] = mapped_column(String(48))
+    state: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Cursor(Base):
+    """A named position in the event log (the webhook dispatcher's), kept across restarts."""
+
+    __tablename__ = "cursors"
+
+    name: Mapped[str] = mapped_column(String(48), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# --- on-chain settlement (issue 7) ------------------------------------------------------
+
+
+class ChainState(Base):
+    """The Vault this database settles against, and how far its events have been applied.
+
+    One row per Vault; the coordinator refuses to start against a different chain or Vault
+    than the database already settled with (its balances would be backed by nothing).
+    """
+
+    __tablename__ = "chain_state"
+
+    vault: Mapped[str] = mapped_column(String(42), primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    token: Mapped[str] = mapped_column(String(42))
+    deployed_block: Mapped[int] = mapped_column(BigInteger)
+    scanned_block: Mapped[int] = mapped_column(BigInteger)  # Vault events applied up to here
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ChainDeposit(Base):
+    """A confirmed ``Deposit`` event, credited exactly once (the key is the Vault's id)."""
+
+    __tablename__ = "chain_deposits"
+
+    vault: Mapped[str] = mapped_column(String(42), primary_key=True)
+    deposit_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    account: Mapped[str] = mapped_column(String(42), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    block: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    credited_at: Mapped[float] = mapped_column(Float)
+
+
+class WithdrawalVoucher(Base):
+    """A signed promise the Vault pays: ``pending`` until the chain shows it ``paid``, or
+    ``expired`` (its DUCK back in the wallet) once its expiry has passed on chain."""
+
+    __tablename__ = "withdrawal_vouchers"
+    __table_args__ = (Index("ix_withdrawal_vouchers_state_expiry", "state", "expiry"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # = nonce
+    vault: Mapped[str] = mapped_column(String(42))
+    account: Mapped[str] = mapped_column(String(42), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    expiry: Mapped[int] = mapped_column(BigInteger)  # unix seconds, the Vault's clock
+    signature: Mapped[str] = mapped_column(String(132))  # 0x r ‖ s ‖ v
+    state: Mapped[str] = mapped_column(String(16))  # pending | paid | expired
+    created_at: Mapped[float] = mapped_column(Float)
+    settled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+
+
+class BalanceEpoch(Base):
+    """One epoch's snapshot of every wallet balance, its Merkle root and where it stands on
+    chain (``pending`` until the ``post_root`` transaction is mined, then ``posted``)."""
+
+    __tablename__ = "balance_epochs"
+
+    vault: Mapped[str] = mapped_column(String(42), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    root: Mapped[str] = mapped_column(String(66))
+    journal_seq: Mapped[int] = mapped_column(Integer)
+    journal_head: Mapped[str] = mapped_column(String(66))
+    total: Mapped[int] = mapped_column(BigInteger)
+    balances: Mapped[dict[str, int]] = mapped_column(JSON)  # checksummed address -> balance
+    first_event: Mapped[int] = mapped_column(Integer)  # job events mirrored: (first, last]
+    last_event: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # pending | posted
+    created_at: Mapped[float] = mapped_column(Float)
+    posted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    block: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+# --- inference gateway (issue 6) --------------------------------------------------------
+
+
+class ApiKey(Base):
+    """A gateway API key bound to a wallet: only the key's sha256 is stored (shown once)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    address: Mapped[str] = mapped_column(String(42), index=True)
+    name: Mapped[str] = mapped_column(String(64), default="")
+    prefix: Mapped[str] = mapped_column(String(16))  # the key's first characters
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class InferenceRequest(Base):
+    """One gateway request: its reservation, who served it, what it cost, how it was checked.
+
+    ``reserved`` while it runs (the maximum cost sits in ``escrow:infer:<id>``), then
+    ``completed`` (paid out, the rest refunded) or ``failed`` (refunded whole).
+    """
+
+    __tablename__ = "inference_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    address: Mapped[str] = mapped_column(String(42), index=True)  # the paying wallet
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    model: Mapped[str] = mapped_column(String(128))
+    op: Mapped[str] = mapped_column(String(16))  # embed | chat | complete
+    state: Mapped[str] = mapped_column(String(16), index=True)  # reserved | completed | failed
+    node: Mapped[str | None] = mapped_column(String(42), nullable=True, index=True)
+    price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # the node's price
+    reserved: Mapped[int] = mapped_column(BigInteger)
+    charged: Mapped[int] = mapped_column(BigInteger, default=0)  # to the node + fee
+    fee: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    failed_nodes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    verdict: Mapped[str] = mapped_column(
+        String(16), default="unchecked"
+    )  # unchecked | valid | invalid | inconclusive (after a re-run on other nodes)
+    checked_by: Mapped[list[str]] = mapped_column(JSON, default=list)
+    first_chunk_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)

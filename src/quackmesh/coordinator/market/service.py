@@ -11,18 +11,19 @@ client filters on is exactly what it reads; SQL only narrows the rows first.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from quackmesh.coordinator.db.models import Node
 from quackmesh.coordinator.nodes.service import node_public
 from quackmesh.coordinator.scheduler.views import node_views
 from quackmesh.core.errors import ValidationFailed
-from quackmesh.core.schemas import MarketNodesPublic, NodePublic, NodeStatus
+from quackmesh.core.schemas import MarketExclusion, MarketNodesPublic, NodePublic, NodeStatus
 from quackmesh.ledger import Ledger
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "SORT_FIELDS",
     "MarketQuery",
     "matches",
+    "mismatch",
     "openapi_parameters",
     "parse_market_query",
     "search_nodes",
@@ -58,9 +60,11 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "region": ("string", "exactly this region"),
     "workload": ("string", "advertises this workload kind, e.g. ml.kmeans"),
     "dataset": ("string", "holds a node-local dataset of this name (federated training)"),
+    "model": ("string", "serves this model for inference (exact name)"),
     "rentable": ("boolean", "true: for rent (price per hour > 0) and not rented now"),
     "sort": ("string", "comma-separated keys, '-' for descending; default -reputation,price"),
     "limit": ("integer", f"most nodes returned, 1..{MAX_LIMIT} (default 100)"),
+    "explain": ("boolean", "true: also list every excluded node with the first filter it fails"),
 }
 
 
@@ -100,9 +104,11 @@ class MarketQuery:
     region: str | None = None
     workload: str | None = None
     dataset: str | None = None
+    model: str | None = None
     rentable: bool | None = None
     sort: tuple[str, ...] = DEFAULT_SORT
     limit: int = 100
+    explain: bool = False
 
 
 # --- parsing ---------------------------------------------------------------------------
@@ -210,9 +216,11 @@ def parse_market_query(
         region=opt("region", lambda n, v: _text(n, v, max_length=32)),
         workload=workload,
         dataset=opt("dataset", lambda n, v: _text(n, v, max_length=64)),
+        model=opt("model", lambda n, v: _text(n, v, max_length=128)),
         rentable=opt("rentable", _bool),
         sort=opt("sort", _sort) or DEFAULT_SORT,
         limit=opt("limit", lambda n, v: _int(n, v, low=1, high=MAX_LIMIT)) or 100,
+        explain=bool(opt("explain", _bool)),
     )
 
 
@@ -240,31 +248,44 @@ def _gpus_ok(node: NodePublic, q: MarketQuery) -> bool:
     return len(counted) >= wanted
 
 
-def matches(node: NodePublic, q: MarketQuery) -> bool:
-    """Whether ``node`` passes every filter of ``q`` (GPU filters count the same GPUs)."""
+def mismatch(node: NodePublic, q: MarketQuery) -> tuple[str, str] | None:
+    """The first filter of ``q`` that ``node`` fails, as ``(filter, why)``; None if it passes.
+
+    GPU filters count the same GPUs (a node with one 4090 and one 8 GiB card does not pass
+    ``gpu_model=4090&min_gpu_memory_gb=16``).
+    """
+    hw = node.hardware
     if q.online is not None and (node.status == NodeStatus.ONLINE) != q.online:
-        return False
+        return "online", f"is {node.status.value}"
     if not _gpus_ok(node, q):
-        return False
-    if q.min_cpu_cores is not None and node.hardware.cpu_cores < q.min_cpu_cores:
-        return False
-    if q.min_ram_gb is not None and node.hardware.ram_bytes < q.min_ram_gb * GIB:
-        return False
+        return "gpus", f"has {len(hw.gpus)} GPU(s), none or too few that fit"
+    if q.min_cpu_cores is not None and hw.cpu_cores < q.min_cpu_cores:
+        return "min_cpu_cores", f"has {hw.cpu_cores} cores"
+    if q.min_ram_gb is not None and hw.ram_bytes < q.min_ram_gb * GIB:
+        return "min_ram_gb", f"has {hw.ram_bytes / GIB:.1f} GiB RAM"
     if q.max_price is not None and node.price_per_unit > q.max_price:
-        return False
+        return "max_price", f"asks {node.price_per_unit} micro-DUCK/unit"
     if q.min_reputation is not None and _reputation(node) < q.min_reputation:
-        return False
+        return "min_reputation", f"reputation is {_reputation(node):.2f}"
     if q.region is not None and node.region != q.region:
-        return False
+        return "region", f"is in region {node.region or 'unset'!r}"
     if q.workload is not None and q.workload not in node.workloads:
-        return False
+        return "workload", f"does not run {q.workload}"
     if q.dataset is not None and all(d.name != q.dataset for d in node.datasets):
-        return False
+        return "dataset", f"holds no dataset {q.dataset!r}"
+    if q.model is not None and all(m.name != q.model for m in node.models):
+        return "model", f"does not serve model {q.model!r}"
     if q.rentable is not None:
         rentable = node.price_per_hour > 0 and node.rental_id is None
         if rentable != q.rentable:
-            return False
-    return True
+            why = "is rented now" if node.rental_id else "is not for rent"
+            return "rentable", why if q.rentable else "is for rent"
+    return None
+
+
+def matches(node: NodePublic, q: MarketQuery) -> bool:
+    """Whether ``node`` passes every filter of ``q``."""
+    return mismatch(node, q) is None
 
 
 def sort_key(node: NodePublic, keys: Iterable[str]) -> tuple[Any, ...]:
@@ -280,9 +301,7 @@ def sort_key(node: NodePublic, keys: Iterable[str]) -> tuple[Any, ...]:
 # --- the query --------------------------------------------------------------------------
 
 
-def search_nodes(session: Session, q: MarketQuery, *, ledger: Ledger) -> MarketNodesPublic:
-    stmt = select(Node)
-    # SQL narrows on plain columns; :func:`matches` still decides every filter.
+def _narrow(stmt: Select[Node], q: MarketQuery) -> Select[Node]:
     if q.online is True:
         stmt = stmt.where(Node.status == NodeStatus.ONLINE.value)
     elif q.online is False:
@@ -293,6 +312,15 @@ def search_nodes(session: Session, q: MarketQuery, *, ledger: Ledger) -> MarketN
         stmt = stmt.where(Node.price_per_unit <= q.max_price)
     if q.rentable is True:
         stmt = stmt.where(Node.price_per_hour > 0)
+    return stmt
+
+
+def search_nodes(session: Session, q: MarketQuery, *, ledger: Ledger) -> MarketNodesPublic:
+    stmt = select(Node)
+    # SQL narrows on plain columns; :func:`matches` still decides every filter. To explain
+    # the exclusions every node is read.
+    if not q.explain:
+        stmt = _narrow(stmt, q)
     rows = list(session.scalars(stmt))
     views = node_views(ledger, session, rows)
     public = [
@@ -300,4 +328,24 @@ def search_nodes(session: Session, q: MarketQuery, *, ledger: Ledger) -> MarketN
         for n in rows
     ]
     found = sorted((n for n in public if matches(n, q)), key=lambda n: sort_key(n, q.sort))
-    return MarketNodesPublic(nodes=found[: q.limit], total=len(found))
+    if not q.explain:
+        return MarketNodesPublic(nodes=found[: q.limit], total=len(found))
+    excluded = []
+    for node in sorted(public, key=lambda n: n.address):
+        miss = mismatch(node, q)
+        if miss is not None:
+            excluded.append(
+                MarketExclusion(
+                    address=node.address, name=node.name, reason=miss[0], detail=miss[1]
+                )
+            )
+    counts = Counter(e.reason for e in excluded)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    reasons = ", ".join(f"{n} {reason}" for reason, n in ranked)
+    return MarketNodesPublic(
+        nodes=found[: q.limit],
+        total=len(found),
+        excluded=excluded,
+        summary=f"{len(found)} of {len(public)} nodes match"
+        + (f"; excluded: {reasons}" if reasons else ""),
+    )

@@ -49,6 +49,7 @@ def node_public(node: Node, *, stake: int = 0, rental_id: str | None = None) -> 
             "stake": stake,
             "rental_id": rental_id,
             "datasets": node.datasets or [],
+            "models": node.models or [],
             "reputation": {
                 "score": rep.score,
                 "validity": round(node.rep_validity, 6),
@@ -94,6 +95,7 @@ def register_node(
         "price_per_hour": body.price_per_hour,
         "behaviour": body.behaviour,
         "datasets": [d.model_dump(mode="json") for d in body.datasets],
+        "models": [m.model_dump(mode="json") for m in body.models],
         "status": NodeStatus.ONLINE.value,
         "last_seen_at": now,
     }

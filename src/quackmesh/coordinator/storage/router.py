@@ -9,7 +9,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from quackmesh.coordinator.auth.capability import check_capability
-from quackmesh.coordinator.deps import RuntimeDep, Signer, not_before, signed_path
+from quackmesh.coordinator.auth.sessions import COOKIE
+from quackmesh.coordinator.deps import (
+    RuntimeDep,
+    Signer,
+    is_signed,
+    not_before,
+    session_address,
+    signed_path,
+)
 from quackmesh.coordinator.events.service import emit
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.coordinator.storage.service import StagedUpload
@@ -23,7 +31,16 @@ router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
 
 @router.post("", response_model=BlobPublic, status_code=201)
 async def upload_blob(request: Request, rt: RuntimeDep) -> BlobPublic:
-    """Upload raw bytes (``application/octet-stream``); the signature covers their sha256."""
+    """Upload raw bytes (``application/octet-stream``); the signature covers their sha256.
+
+    From the dashboard the session cookie (with its CSRF header) stands in for the signature.
+    """
+    if not is_signed(request) and COOKIE in request.cookies:
+        owner = await session_address(request, rt, method="POST")  # before any disk write
+        rt.read_limiter.hit(owner)
+        staged = await rt.blobs.stage(request.stream())
+        await run_in_threadpool(_record, rt, staged, owner)
+        return BlobPublic(sha256=staged.sha256, size=staged.size)
     precheck_headers(request.headers, window=rt.settings.auth_window_s)  # before any disk write
     staged = await rt.blobs.stage(request.stream())
     try:

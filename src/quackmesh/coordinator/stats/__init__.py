@@ -1,0 +1,1 @@
+"""Network figures for the dashboard: live counters, health, wallet history, earnings."""
