@@ -428,6 +428,7 @@ RULES = Rules(min_stake=10, window_s=0.0, now=100.0)
         ({}, {"min_reputation": 0.6}, Reason.REPUTATION, "reputation 0.50 < 0.60"),
         ({}, {"excluded_nodes": frozenset({NODE.address})}, Reason.EXCLUDED, "replica"),
         ({"busy": 2}, {}, Reason.BUSY, "2/2 slots busy"),
+        ({"models": frozenset({"tiny"})}, {"model": "big"}, Reason.MODEL, "serve model big"),
     ],
 )
 def test_each_reason_is_described(

@@ -24,7 +24,9 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from quackmesh.cli.localnet import LocalNetwork
+from quackmesh.core.errors import ValidationFailed
 from quackmesh.core.money import UNIT
+from quackmesh.core.schemas import JobState, Verification
 from quackmesh.core.wallet import Wallet
 from quackmesh.inference.backends import TransformersBackend
 from quackmesh.inference.tiny import make_tiny_model
@@ -198,6 +200,92 @@ def test_chat_streamed_and_not_is_the_models_own_greedy_answer(market: Market) -
     assert streamed_usage is not None
     assert streamed_usage.completion_tokens == usage.completion_tokens
     assert market.sdk.ledger_check().ok
+
+
+def reference_completion(model_dir: Path, prompt: str, max_tokens: int) -> tuple[str, list[int]]:
+    """A raw completion of ``prompt``, greedy, run here: its text and token ids."""
+    backend = TransformersBackend(model_dir)
+    try:
+        chunks = list(backend.answer("complete", {"prompt": prompt, "max_tokens": max_tokens}))
+    finally:
+        backend.close()
+    assert chunks[-1].type == "done", chunks[-1]
+    return "".join(c.text for c in chunks), [i for c in chunks for i in c.token_ids]
+
+
+def test_a_batch_generation_job_runs_on_two_serving_nodes_that_agree(
+    market: Market, tmp_path: Path
+) -> None:
+    prompts = ["the duck", "a pond at dawn", "ledgers balance when"]
+    data = tmp_path / "prompts.txt"
+    data.write_text("\n".join(prompts) + "\n")
+    job = market.sdk.submit(
+        "infer.generate",
+        data=data,
+        params={"model": "tiny", "max_tokens": 12},
+        max_price=UNIT,
+        verification=Verification(policy="redundant", replicas=2, quorum=2),
+    )
+    done = market.sdk.wait(job.id, timeout=180)
+    assert done.state == JobState.SUCCEEDED, done
+    result = market.sdk.result(job.id).result
+    assert result["model"] == "tiny" and result["rows"] == 3
+    for prompt, answer in zip(prompts, result["completions"], strict=True):
+        text, ids = reference_completion(market.models["tiny"], prompt, 12)
+        assert (answer["text"], answer["token_ids"]) == (text, ids)  # exact greedy tokens
+    nodes = {t.node for t in done.tasks if t.output_sha256 is not None}
+    assert len(nodes) == 2  # two replicas on distinct nodes, compared token by token
+    assert market.sdk.ledger_check().ok
+
+
+def test_a_batch_generation_job_waits_for_a_node_serving_its_model(
+    market: Market, tmp_path: Path
+) -> None:
+    data = tmp_path / "prompts.txt"
+    data.write_text("hello\n")
+    job = market.sdk.submit(
+        "infer.generate", data=data, params={"model": "nobody-serves-this"}, max_price=UNIT
+    )
+    try:
+        explained = market.sdk.explain(job.id)
+        details = [c.detail for t in explained.tasks for c in t.candidates]
+        assert details and any("does not serve model nobody-serves-this" in d for d in details)
+        assert market.sdk.status(job.id).state == JobState.QUEUED
+    finally:
+        market.sdk.cancel(job.id)
+    with pytest.raises(ValidationFailed) as refused:
+        market.sdk.submit("infer.generate", data=data, params={"max_tokens": 4}, max_price=UNIT)
+    assert refused.value.context["field"] == "params.model"
+
+
+def test_the_cli_generates_a_prompts_file(
+    market: Market, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from quackmesh.cli.main import app
+
+    monkeypatch.setenv("QUACKMESH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("QUACKMESH_WALLET_PASSWORD", "correct horse")
+    monkeypatch.delenv("QUACKMESH_WALLET", raising=False)
+    runner = CliRunner()
+    url = ["--coordinator", market.net.url]
+    assert runner.invoke(app, ["wallet", "new"]).exit_code == 0
+    assert runner.invoke(app, ["wallet", "faucet", "10", *url]).exit_code == 0
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("id,q\n1,the duck\n2,a pond\n")
+    out = tmp_path / "answers.jsonl"
+    args = ["infer", "generate-file", str(prompts), "--model", "tiny", "--column", "q"]
+    done = runner.invoke(app, [*args, "--max-tokens", "8", "--out", str(out), *url])
+    assert done.exit_code == 0, done.output
+    assert "2 prompts" in done.stdout and "answers written to" in done.stdout
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    expected = [
+        reference_completion(market.models["tiny"], p, 8)[0] for p in ("the duck", "a pond")
+    ]
+    assert [r["text"] for r in rows] == expected and [r["row"] for r in rows] == [0, 1]
+    bad = runner.invoke(app, [*args, "--out", str(tmp_path / "a.txt"), *url])
+    assert bad.exit_code == 2 and ".jsonl" in bad.output
 
 
 def test_a_request_fails_over_when_its_node_dies_mid_stream(market: Market) -> None:

@@ -353,6 +353,40 @@ def test_backend_failures_and_deadlines_become_error_chunks(served: Served) -> N
     assert any(f"{bad.id}: chat on tiny failed: chat input: messages" in e for e in served.events)
 
 
+def test_batch_requests_share_the_process_with_live_work(served: Served, tiny_dir: Path) -> None:
+    """``ServingPool.complete`` (what an ``infer.generate`` task uses) gives the model's own
+    greedy tokens, and live work leased meanwhile is still answered."""
+    pool, coordinator = served.pool, served.coordinator
+    request = {"prompt": "The duck swims across the", "max_tokens": 30}
+    live = coordinator.submit(model="tiny", op="complete", input=request)
+    answers = [
+        pool.complete("tiny", "complete", request, request_id=f"batch-{i}", deadline_s=60)
+        for i in range(3)
+    ]
+    local = list(TransformersBackend(tiny_dir).answer("complete", request))
+    ids = tuple(i for c in local for i in c.token_ids)
+    assert {a.token_ids for a in answers} == {ids}
+    assert answers[0].text == "".join(c.text for c in local)
+    assert answers[0].finish_reason == local[-1].finish_reason
+    usage = local[-1].usage
+    assert usage is not None and answers[0].completion_tokens == usage.completion_tokens
+    assert coordinator.answer(live.id).lines[-1].type == "done"
+
+    with pytest.raises(BackendError, match="does not serve model 'nope'"):
+        pool.complete("nope", "complete", request, request_id="x", deadline_s=10)
+    with pytest.raises(BackendError, match="does not generate"):
+        pool.complete("minilm", "complete", request, request_id="x", deadline_s=10)
+    with pytest.raises(BackendError, match="deadline"):
+        pool.complete("tiny", "complete", request, request_id="late", deadline_s=0.0)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(BackendError, match="cancelled"):
+        pool.complete("tiny", "complete", request, request_id="c", deadline_s=60, cancel=stop)
+    assert pool.generation_models() == ["tiny"]
+    again = pool.complete("tiny", "complete", request, request_id="after", deadline_s=60)
+    assert again.token_ids == ids  # the process is fine after errors and a cancel
+
+
 def test_a_refused_stream_is_logged_and_serving_goes_on(served: Served) -> None:
     coordinator = served.coordinator
     coordinator.stream_status = 410

@@ -7,6 +7,7 @@ Batch commands submit a job, follow it to the end and write its result locally::
     quackmesh infer predict --model model.safetensors --data rows.csv  # + model.card.json
     quackmesh infer embed-file texts.txt --out vectors.npz
     quackmesh infer embed-file reviews.csv --column text --out vectors.npz
+    quackmesh infer generate-file prompts.txt --model tiny --max-tokens 64 --out answers.jsonl
 
 ``--model`` is an ONNX file, a finished ``fl.train`` job's id (its final weights and model
 card are fetched with the SDK), or the safetensors file that ``quackmesh train --out FILE``
@@ -44,7 +45,7 @@ from quackmesh.core.money import format_duck
 from quackmesh.core.schemas import JobPublic, JobState, Verification
 from quackmesh.sdk import Client
 
-__all__ = ["ModelSource", "app", "embed_file", "predict", "resolve_model"]
+__all__ = ["ModelSource", "app", "embed_file", "generate_file", "predict", "resolve_model"]
 
 app = typer.Typer(help="Run inference: batch predictions and embeddings.", no_args_is_help=True)
 
@@ -62,6 +63,7 @@ TimeoutOpt = Annotated[float, typer.Option("--timeout", help="seconds to wait fo
 _JOB_ID = re.compile(r"^job_[0-9a-f]{20}$")
 _PREDICTION_SUFFIXES = (".csv", ".json", ".npz")
 _EMBEDDING_SUFFIXES = (".npz", ".npy")
+_ANSWER_SUFFIXES = (".jsonl", ".csv")
 
 
 @dataclass(frozen=True)
@@ -358,3 +360,103 @@ def embed_file(
     )
     if out is not None:
         console.print(f"vectors written to {out}", highlight=False)
+
+
+@app.command("generate-file")
+@handle_errors
+def generate_file(
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="prompts (one per line), CSV or Parquet"),
+    ],
+    model: Annotated[str, typer.Option("--model", "-m", help="a served model's name")],
+    mode: Annotated[
+        str, typer.Option("--mode", help="complete (raw prompts) or chat (user messages)")
+    ] = "complete",
+    system: Annotated[
+        str | None, typer.Option("--system", help="chat mode: a system message")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=4096)] = 128,
+    column: Annotated[
+        str | None, typer.Option("--column", help="prompt column of a CSV or Parquet file")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="write the answers (.jsonl or .csv)")
+    ] = None,
+    max_price: PriceOpt = "0.05",
+    verify: VerifyOpt = "none",
+    timeout: TimeoutOpt = 1800.0,
+    wallet: WalletOpt = None,
+    coordinator: CoordOpt = DEFAULT_COORDINATOR,
+    json_out: JsonOpt = False,
+) -> None:
+    """Answer every prompt of FILE with a model provider nodes serve (an infer.generate
+    batch job: greedy decoding, so --verify redundant compares the answers token by token)."""
+    if out is not None and out.suffix not in _ANSWER_SUFFIXES:
+        die(f"--out must end in {', '.join(_ANSWER_SUFFIXES)}", ExitCode.USAGE)
+    if mode not in ("complete", "chat"):
+        die("--mode must be complete or chat", ExitCode.USAGE)
+    price = parse_amount(max_price, "--max-price")
+    verification = _verification(verify)
+    params: dict[str, Any] = {"model": model, "mode": mode, "max_tokens": max_tokens}
+    params |= {"column": column} if column else {}
+    params |= {"system": system} if system else {}
+    with Client(coordinator, load_wallet(wallet)) as client:
+        job = client.submit(
+            "infer.generate", data=file, params=params, max_price=price, verification=verification
+        )
+        if not json_out:
+            console.print(
+                f"submitted {job.id}: {file.name} on {model} ({job.units} units, "
+                f"escrowed {format_duck(job.escrowed)} DUCK)",
+                highlight=False,
+            )
+        done, result = _finish(client, job, timeout=timeout)
+    answers = result["completions"]
+    if out is not None:
+        _write_answers(out, answers)
+    summary = {
+        "job_id": job.id,
+        "model": result["model"],
+        "rows": result["rows"],
+        "prompt_tokens": result["prompt_tokens"],
+        "completion_tokens": result["completion_tokens"],
+        "units": done.units,
+        "paid": done.paid + done.fee,
+        "out": str(out) if out is not None else None,
+    }
+    if json_out:
+        print_json(summary | ({} if out is not None else {"completions": answers}))
+        return
+    if out is None:
+        for i, answer in enumerate(answers):
+            console.print(f"[{i}] {answer['text']}", highlight=False, markup=False)
+    console.print(
+        f"{job.id}: {result['rows']} prompts → {result['completion_tokens']} tokens"
+        f" ({result['model']}) · paid {format_duck(done.paid + done.fee)} DUCK",
+        highlight=False,
+    )
+    if out is not None:
+        console.print(f"answers written to {out}", highlight=False)
+
+
+def _write_answers(out: Path, answers: list[dict[str, Any]]) -> None:
+    """One row per prompt, in order: text, finish reason and how many tokens."""
+    rows = [
+        {
+            "row": i,
+            "text": a["text"],
+            "finish_reason": a["finish_reason"],
+            "tokens": len(a["token_ids"]),
+        }
+        for i, a in enumerate(answers)
+    ]
+    if out.suffix == ".jsonl":
+        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return
+    import csv
+
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["row", "text", "finish_reason", "tokens"])
+        writer.writeheader()
+        writer.writerows(rows)

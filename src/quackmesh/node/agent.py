@@ -26,25 +26,28 @@ import httpx
 
 from quackmesh import __version__
 from quackmesh.core.canon import canonical_json, sha256_hex
-from quackmesh.core.errors import LeaseLost, NodeNotFound, QuackMeshError
+from quackmesh.core.errors import LeaseLost, NodeNotFound, QuackMeshError, ValidationFailed
 from quackmesh.core.money import format_duck
 from quackmesh.core.schemas import (
     INLINE_RESULT_MAX,
     Behaviour,
+    FailureReason,
     HeartbeatCreate,
     NodeRegister,
     TaskLease,
     TaskReport,
 )
 from quackmesh.core.wallet import Wallet
-from quackmesh.inference.backends import ServeSpec
+from quackmesh.inference.backends import BackendError, ServeSpec
+from quackmesh.inference.base import Interrupted
 from quackmesh.node.datasets import DatasetEntry
 from quackmesh.node.hardware import detect_hardware
 from quackmesh.node.sandbox import SandboxOutcome, run_task
 from quackmesh.node.serving import ServingPool
 from quackmesh.sdk import Client
-from quackmesh.workloads import list_kinds
-from quackmesh.workloads.registry import PROTOCOL_KINDS
+from quackmesh.workloads import get_workload, list_kinds
+from quackmesh.workloads.infer_generate import Completion, InferGenerate
+from quackmesh.workloads.registry import PROTOCOL_KINDS, SERVED_KINDS
 
 __all__ = ["NodeAgent", "NodeConfig", "perturb"]
 
@@ -137,7 +140,7 @@ class NodeAgent:
             hardware=self.hardware,
             price_per_unit=self.config.price_per_unit,
             slots=self.config.slots,
-            workloads=list(self.config.workloads or [*list_kinds(), *PROTOCOL_KINDS]),
+            workloads=self._workloads(),
             version=__version__,
             region=self.config.region,
             price_per_hour=self.config.price_per_hour,
@@ -155,6 +158,13 @@ class NodeAgent:
             f"{self.config.slots} slot(s) at {format_duck(self.config.price_per_unit)}/unit"
             + (f"; serving {served}" if served else "")
         )
+
+    def _workloads(self) -> list[str]:
+        """The kinds this node runs: the configured ones, else every built-in kind, less the
+        served kinds (``infer.generate``) when no loaded model can answer them."""
+        kinds = list(self.config.workloads or [*list_kinds(), *PROTOCOL_KINDS])
+        tasks = {m.task for m in self.serving.models} if self.serving is not None else set()
+        return [k for k in kinds if k not in SERVED_KINDS or SERVED_KINDS[k] in tasks]
 
     def _ensure_stake(self) -> None:
         """Top the effective stake up to ``config.stake`` (minting it first with --faucet)."""
@@ -278,7 +288,10 @@ class NodeAgent:
             if lease.kind in PROTOCOL_KINDS:
                 self._protocol_step(lease)
                 return
-            outcome = self._execute(lease, taskdir, item.cancel)
+            if lease.kind in SERVED_KINDS:
+                outcome = self._generate(lease, taskdir, item.cancel)
+            else:
+                outcome = self._execute(lease, taskdir, item.cancel)
             if outcome is None:
                 return
             if outcome.cancelled:
@@ -294,15 +307,13 @@ class NodeAgent:
             with self._lock:
                 self._running.pop(lease.task_id, None)
 
-    def _execute(
-        self, lease: TaskLease, taskdir: Path, cancel: threading.Event
-    ) -> SandboxOutcome | None:
-        inputs_dir = taskdir / "inputs"
+    def _fetch_inputs(
+        self, lease: TaskLease, inputs_dir: Path, params: dict[str, Any], started: float
+    ) -> dict[str, Path] | None:
+        """Local datasets and downloaded inputs by name (hashes checked); ``None`` after
+        reporting an input failure. A local dataset's label goes into ``params``."""
         inputs_dir.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
-        started = time.monotonic()
-        params = dict(lease.params)
-        params.pop("secagg", None)  # the agent masks the result itself (see _report)
         for name, dataset in lease.local_inputs.items():
             entry = self.config.datasets.get(dataset)
             if entry is None or not entry.path.is_file():
@@ -318,6 +329,17 @@ class NodeAgent:
             except (ValueError, QuackMeshError, httpx.HTTPError) as exc:
                 self._fail_input(lease, ref.name, str(exc), started)
                 return None
+        return paths
+
+    def _execute(
+        self, lease: TaskLease, taskdir: Path, cancel: threading.Event
+    ) -> SandboxOutcome | None:
+        started = time.monotonic()
+        params = dict(lease.params)
+        params.pop("secagg", None)  # the agent masks the result itself (see _report)
+        paths = self._fetch_inputs(lease, taskdir / "inputs", params, started)
+        if paths is None:
+            return None
         threads = max(1, self.hardware.cpu_cores // self.config.slots)
         return run_task(
             kind=lease.kind,
@@ -329,6 +351,62 @@ class NodeAgent:
             cancel=cancel,
             isolate_network=self.config.isolate_network,
         )
+
+    def _generate(
+        self, lease: TaskLease, taskdir: Path, cancel: threading.Event
+    ) -> SandboxOutcome | None:
+        """A served kind (``infer.generate``): every prompt through this node's serving
+        process for ``params.model``, greedy; the result written as the sandbox would."""
+        started = time.monotonic()
+        params = dict(lease.params)
+        paths = self._fetch_inputs(lease, taskdir / "inputs", params, started)
+        if paths is None:
+            return None
+        workload = get_workload(lease.kind)
+        deadline = started + lease.limits.wall_s
+
+        def fail(reason: FailureReason, detail: str) -> SandboxOutcome:
+            elapsed = time.monotonic() - started
+            return SandboxOutcome(False, None, reason, detail[:2000], elapsed, 0.0)
+
+        def progress(done: int, total: int) -> None:
+            if done == total or done % 10 == 0:
+                self._emit(f"{lease.task_id}: generated {done}/{total}")
+
+        serving = self.serving
+        if not isinstance(workload, InferGenerate):
+            return fail("crash", f"{lease.kind} is not a served kind this node knows")
+        try:
+            spec = workload.parse_spec(params)
+            workload.check_inputs(spec, paths)
+            if serving is None:
+                return fail("crash", "this node serves no models (start it with --serve)")
+            counter = iter(range(1_000_000))
+
+            def complete(op: str, data: dict[str, Any]) -> Completion:
+                return serving.complete(
+                    spec.model,
+                    op,
+                    data,
+                    request_id=f"{lease.task_id}-{next(counter)}",
+                    deadline_s=deadline - time.monotonic(),
+                    cancel=cancel,
+                )
+
+            result = workload.generate(spec, paths, complete, progress=progress)
+        except ValidationFailed as exc:
+            return fail("input_error", exc.detail)
+        except Interrupted as exc:
+            if cancel.is_set():
+                return SandboxOutcome(False, None, None, "", time.monotonic() - started, 0.0, True)
+            return fail("crash", exc.detail)
+        except BackendError as exc:
+            timed_out = "deadline" in exc.detail or time.monotonic() >= deadline
+            return fail("timeout" if timed_out else "crash", exc.detail)
+        out = taskdir / "work" / "result.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(canonical_json(result))
+        return SandboxOutcome(True, out, None, "", time.monotonic() - started, 0.0)
 
     def _fail_input(self, lease: TaskLease, name: str, detail: str, started: float) -> None:
         report = TaskReport(

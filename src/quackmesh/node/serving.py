@@ -35,6 +35,7 @@ import urllib.parse
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -47,8 +48,10 @@ from quackmesh.core.inference_schemas import (
 )
 from quackmesh.core.wallet import Wallet
 from quackmesh.inference.backends import BackendError, ModelInfo, ServeSpec
+from quackmesh.inference.base import Interrupted
 from quackmesh.node.model_process import DEFAULT_MEMORY_MB, ModelProcess, error_line
 from quackmesh.sdk.client import SignedAuth, raise_for_problem
+from quackmesh.workloads.infer_generate import Completion
 
 __all__ = ["DEFAULT_MEMORY_MB", "ModelProcess", "ServingPool"]
 
@@ -62,6 +65,7 @@ class _Slot:
     thread: threading.Thread | None = None
     served: ServedModel | None = None
     busy: threading.Event = field(default_factory=threading.Event)  # answering work now
+    use: threading.Lock = field(default_factory=threading.Lock)  # one request at a time
 
 
 @dataclass
@@ -186,6 +190,69 @@ class ServingPool:
             if slot.thread is not None and slot.busy.is_set():
                 slot.thread.join(timeout=0.5)  # its answer is ending with an error chunk
 
+    def generation_models(self) -> list[str]:
+        """Names of the loaded models that generate text (what ``infer.generate`` needs)."""
+        return [m.name for m in self.models if m.task == "generate"]
+
+    def complete(
+        self,
+        model: str,
+        op: str,
+        data: dict[str, Any],
+        *,
+        request_id: str,
+        deadline_s: float,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        """One greedy ``chat``/``complete`` request to ``model``'s process, for a batch job
+        (``infer.generate``): the whole answer, or :class:`BackendError` naming what failed.
+
+        Requests share the process with live gateway work, one at a time; ``cancel`` stops
+        the request between tokens.
+        """
+        slot = next((s for s in self._slots if s.spec.model == model), None)
+        if slot is None or slot.served is None:
+            raise BackendError(f"this node does not serve model {model!r}")
+        if slot.served.task != "generate":
+            raise BackendError(f"model {model!r} embeds text; it does not generate")
+        if op not in ("chat", "complete"):
+            raise BackendError(f"unknown op {op!r}; expected chat or complete")
+        work = InferenceWork(
+            id=request_id,
+            token="local",
+            model=model,
+            op="chat" if op == "chat" else "complete",
+            input=data,
+            deadline_s=max(0.0, deadline_s),
+        )
+        text: list[str] = []
+        token_ids: list[int] = []
+        with slot.use:
+            if not slot.process.alive and not self._restart(slot):
+                raise BackendError(f"the serving process of {model} is down")
+            chunks = slot.process.run(work)
+            try:
+                for chunk in chunks:
+                    if cancel is not None and cancel.is_set():
+                        raise Interrupted("the task was cancelled")
+                    if chunk.type == "delta":
+                        text.append(chunk.text)
+                        token_ids.extend(chunk.token_ids)
+                        continue
+                    if chunk.type == "error":
+                        raise BackendError(chunk.message or "the model failed")
+                    usage = chunk.usage
+                    return Completion(
+                        text="".join(text),
+                        token_ids=tuple(token_ids),
+                        finish_reason=chunk.finish_reason or "stop",
+                        prompt_tokens=usage.prompt_tokens if usage else 0,
+                        completion_tokens=usage.completion_tokens if usage else len(token_ids),
+                    )
+            finally:
+                chunks.close()  # an early end cancels the request in the child
+        raise BackendError("the serving process ended the answer without a done chunk")
+
     # --- worker threads ------------------------------------------------------------------
     def _serve(self, slot: _Slot) -> None:
         name = slot.spec.model
@@ -261,14 +328,15 @@ class ServingPool:
         body = _ndjson(chunks, tally)
         path = f"/v1/inference/{urllib.parse.quote(work.id, safe='')}/stream"
         try:
-            response = http.post(
-                path,
-                content=body,
-                headers={
-                    "authorization": f"Bearer {work.token}",
-                    "content-type": "application/x-ndjson",
-                },
-            )
+            with slot.use:  # a batch job's prompt may hold the process: wait for it
+                response = http.post(
+                    path,
+                    content=body,
+                    headers={
+                        "authorization": f"Bearer {work.token}",
+                        "content-type": "application/x-ndjson",
+                    },
+                )
         except httpx.HTTPError as exc:
             self._emit(f"{work.id}: could not stream the answer ({exc})")
             return

@@ -7,6 +7,9 @@ kind and brings a params model, input checks, a cost in compute units, ``run()``
     ml.kmeans              k-means clustering                     (kmeans.py)
     ml.linear_regression   ordinary least squares                 (linear_regression.py)
     ml.pca                 principal component analysis           (pca.py)
+    infer.embed            MiniLM sentence embeddings             (infer_embed.py)
+    infer.model            batch prediction: zoo model or ONNX    (infer_model.py)
+    infer.generate         greedy generation on a served model    (infer_generate.py)
 
 Data arrives as CSV, NPZ or Parquet (:mod:`~quackmesh.workloads.data`); nothing is ever
 unpickled. This layer imports only ``quackmesh.core`` and the numeric libraries.

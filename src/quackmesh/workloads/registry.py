@@ -21,10 +21,12 @@ __all__ = [
     "LAZY_KINDS",
     "MODULES_ENV",
     "PROTOCOL_KINDS",
+    "SERVED_KINDS",
     "get_workload",
     "list_kinds",
     "load_extra_modules",
     "register",
+    "required_model",
     "unregister",
 ]
 
@@ -37,6 +39,7 @@ _registry: dict[str, type[Workload[Any]]] = {}
 LAZY_KINDS: dict[str, str] = {
     "fl.local_train": "quackmesh.fl.workload",
     "infer.embed": "quackmesh.workloads.infer_embed",
+    "infer.generate": "quackmesh.workloads.infer_generate",
     "infer.model": "quackmesh.workloads.infer_model",
     "ml.kmeans": "quackmesh.workloads.kmeans",
     "ml.linear_regression": "quackmesh.workloads.linear_regression",
@@ -48,6 +51,21 @@ import, which every sandboxed task and CLI command would otherwise pay for all k
 PROTOCOL_KINDS: tuple[str, ...] = ("fl.secagg",)
 """Task kinds a node agent runs itself, outside the sandbox (secure-aggregation key
 agreement and shares: small cryptographic steps on the node's own secrets)."""
+
+SERVED_KINDS: dict[str, str] = {"infer.generate": "generate"}
+"""Task kinds answered by a model the node serves (``--serve``), not in the sandbox, and
+the model task they need. Their ``params.model`` names the model: only a node serving it
+may take the task."""
+
+
+def required_model(kind: str, params: Any) -> str | None:
+    """The served model a task of ``kind`` with ``params`` needs, or ``None``."""
+    if kind not in SERVED_KINDS or not isinstance(params, dict):
+        return None
+    model = params.get("model")
+    return model if isinstance(model, str) else None
+
+
 _loaded_env: str | None = None
 
 W = TypeVar("W", bound=type[Workload[Any]])

@@ -100,6 +100,8 @@ def describe(
             return "draining: finishing its work, taking nothing new"
         case Reason.CAPABILITY:
             return f"does not run {task.kind}"
+        case Reason.MODEL:
+            return f"does not serve model {task.model}"
         case Reason.RENTED:
             return f"reserved by rental {node.rental_id}"
         case Reason.NOT_IN_RENTAL:

@@ -44,6 +44,7 @@ class Reason(StrEnum):
     OFFLINE = "offline"  # not heartbeating
     DRAINING = "draining"  # finishing its work, taking nothing new
     CAPABILITY = "capability"  # does not advertise the task's workload
+    MODEL = "model"  # does not serve the model the task names (served kinds: infer.generate)
     RENTED = "rented"  # reserved by another client's rental
     NOT_IN_RENTAL = "not_in_rental"  # the job runs on a rental this node is not part of
     PINNED = "pinned"  # the task is reserved for another node
@@ -68,6 +69,7 @@ class NodeView:
     reputation: float
     verifier: bool
     rental_id: str | None  # the active rental it belongs to, if any
+    models: frozenset[str] = frozenset()  # names of the models it serves (--serve)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class TaskView:
     verifier_only: bool = False
     min_reputation: float = 0.0
     rental_id: str | None = None
+    model: str | None = None  # the served model the task needs, if any
 
 
 def match_score(
@@ -117,6 +120,8 @@ def exclusion(
         return Reason.DRAINING
     if task.kind not in node.workloads:
         return Reason.CAPABILITY
+    if task.model is not None and task.model not in node.models:
+        return Reason.MODEL
     if task.rental_id is None and node.rental_id is not None:
         return Reason.RENTED
     if task.rental_id is not None and node.rental_id != task.rental_id:

@@ -16,6 +16,7 @@ from quackmesh.coordinator.scheduler.rules import NodeView, TaskView
 from quackmesh.coordinator.verify.reputation import Reputation
 from quackmesh.core.schemas import TaskState
 from quackmesh.ledger import Ledger, stake_account
+from quackmesh.workloads.registry import required_model
 
 __all__ = [
     "active_rentals",
@@ -85,6 +86,7 @@ def node_view(node: Node, *, stake: int, busy: int, rental_id: str | None) -> No
         reputation=node_reputation(node).score,
         verifier=node.verifier,
         rental_id=rental_id,
+        models=frozenset(str(m.get("name")) for m in node.models or []),
     )
 
 
@@ -117,4 +119,5 @@ def task_view(task: Task, job: Job) -> TaskView:
         verifier_only=task.verifier_only,
         min_reputation=task.min_reputation,
         rental_id=task.rental_id,
+        model=required_model(task.kind, job.params if task.params is None else task.params),
     )

@@ -30,6 +30,7 @@ from quackmesh.core.ids import new_id
 from quackmesh.core.schemas import JobState
 from quackmesh.ledger import TREASURY, job_escrow_account
 from quackmesh.workloads import get_workload
+from quackmesh.workloads.registry import required_model
 
 __all__ = ["HONEYPOT_OWNER", "POOL_MAX", "inject", "judge", "maybe_inject", "remember"]
 
@@ -76,7 +77,11 @@ def inject(rt: Runtime, session: Session, *, node: Node, now: float) -> Job | No
         .order_by(Honeypot.uses, Honeypot.created_at)
         .limit(20)
     )
+    served = {str(m.get("name")) for m in node.models or []}
     for entry in candidates:
+        model = required_model(entry.kind, entry.params)
+        if model is not None and model not in served:
+            continue  # a generation honeypot goes only to a node serving its model
         seen = session.scalar(
             select(Task.id).where(Task.job_id == entry.source_job, Task.node == node.address)
         )
