@@ -46,7 +46,7 @@ from quackmesh.core.errors import LeaseLost, NodeNotFound, ValidationFailed
 from quackmesh.core.inference_schemas import InferenceChunk, InferenceWork, Usage
 from quackmesh.core.schemas import Hardware, HeartbeatCreate, NodeRegister, ServedModel
 from quackmesh.core.wallet import Wallet
-from quackmesh.ledger import TREASURY, stake_account, wallet_account
+from quackmesh.ledger import MINT, TREASURY, stake_account, wallet_account
 from quackmesh.ledger.accounts import infer_escrow_account
 from quackmesh.sdk import Client
 from quackmesh.sdk.client import raise_for_problem
@@ -61,6 +61,7 @@ FAST: dict[str, object] = {
     "inference_directory_s": 0.2,
     "inference_check_rate": 0.0,
     "inference_check_adaptive": False,
+    "inference_honeypot_rate": 0.0,
 }
 LEASE_WAIT_S = 2.0  # fake nodes' long-poll
 TINY = ServedModel(name="tiny-lm", task="generate", price=2_000, context_len=256)
@@ -1022,6 +1023,57 @@ def test_agreeing_check_raises_trust_and_two_that_differ_slash_nobody(
     assert _verified(gw, differ.headers["X-QuackMesh-Request-Id"]).verdict == "inconclusive"
     with gw.rt.reads() as session:
         assert list(session.scalars(select(Slash))) == []
+
+
+def test_honeypots_pay_an_honest_node_and_slash_one_that_cheats_when_unchecked(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    gw = gateway_factory(inference_check_rate=1.0)
+    a = gw.node([TINY.model_copy(update={"price": 1_000})], honest(), name="a")
+    b = gw.node([TINY.model_copy(update={"price": 1_500})], honest(), name="b")
+    gw.wait_ready("tiny-lm", 2)
+    _, key = gw.caller()
+    first = gw.post("/v1/chat/completions", key, chat(text="a known answer"))
+    assert _verified(gw, first.headers["X-QuackMesh-Request-Id"]).verdict == "valid"
+    known = gw.rt.inference.known
+    wait_until(lambda: known.count("tiny-lm") == 1, what="the agreed answer to be kept")
+    assert known.pick("tiny-lm", a.address) is None  # never sent to a node that gave it
+
+    # From now on answers are not re-checked, but every answering node gets a honeypot.
+    gw.rt.settings.inference_check_rate = 0.0
+    gw.rt.settings.inference_check_adaptive = False
+    gw.rt.settings.inference_honeypot_rate = 1.0
+    c = gw.node([TINY.model_copy(update={"price": 500})], honest(), name="c")
+    gw.wait_ready("tiny-lm", 3)
+    with gw.rt.sessions.begin() as session:  # the treasury pays honeypots (fees fund it)
+        gw.rt.ledger.transfer(session, src=MINT, dst=TREASURY, amount=1_000_000)
+    before = gw.balance(wallet_account(c.address))
+    served = gw.post("/v1/chat/completions", key, chat(text="served by c"))
+    assert served.status_code == 200
+    wait_until(lambda: _node_row(gw, c.address).results_valid == 1, what="c's honeypot")
+    earned = gw.balance(wallet_account(c.address)) - before
+    price = int(served.headers["X-QuackMesh-Price"])
+    assert earned > price - price * gw.rt.settings.fee_bps // 10_000  # + the honeypot's pay
+    assert gw.balance(TREASURY) < 1_000_000
+
+    c.answer = honest(salt="-q4")  # now c serves another model whenever it is not checked
+    gw.wait_ready("tiny-lm", 3)
+    stake = _stake(gw, c.address)
+    cheated = gw.post("/v1/chat/completions", key, chat(text="c cheats here"))
+    assert cheated.status_code == 200  # unchecked: the caller gets c's answer ...
+
+    def slashed() -> list[Slash]:
+        with gw.rt.reads() as session:
+            return list(session.scalars(select(Slash).where(Slash.node == c.address)))
+
+    (slash,) = wait_until(slashed, what="c's honeypot slash")  # ... and c is caught
+    assert slash.reason == "honeypot" and slash.evidence["model"] == "tiny-lm"
+    assert slash.evidence["expected"] != slash.evidence["answered"]
+    assert sorted(slash.evidence["agreed_by"]) == sorted([a.address, b.address])
+    assert _stake(gw, c.address) == stake - slash.amount
+    assert _node_row(gw, c.address).rep_validity < 0.5
+    assert [e.data["minority"] for e in gw.events("inference.checked")][-1] == [c.address]
+    assert known.pick("mini-embed", c.address) is None  # no known answer: nothing to send
 
 
 # --- restart ----------------------------------------------------------------------------

@@ -113,6 +113,7 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Market]:
             offline_after_s=30.0,
             inference_check_rate=1.0,  # every answer is re-run elsewhere
             inference_check_adaptive=False,
+            inference_honeypot_rate=0.0,  # the liar is caught by checks here (see the gateway tests)
             # Generous waits: on a loaded 2-core CI machine a node busy with a check may
             # take seconds to poll again (these bound waiting, not what is asserted).
             inference_queue_s=60.0,

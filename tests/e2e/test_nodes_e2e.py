@@ -178,12 +178,15 @@ def test_demo_json_reports_every_check(tmp_path: Path) -> None:
     summary = json.loads(proc.stdout)
     assert summary["ok"] is True
     assert summary["nodes_online"] == 4 and summary["ledger_verified"] and summary["conserved"]
-    assert sorted(j["kind"] for j in summary["jobs"]) == [
+    kinds = [j["kind"] for j in summary["jobs"]]
+    assert sorted(kinds[:4]) == [
         "ml.kmeans",
         "ml.linear_regression",
         "ml.linear_regression",
         "ml.pca",
     ]
+    # More redundant jobs only when the cheater's replica of the first was not needed.
+    assert set(kinds[4:]) <= {"ml.linear_regression"} and len(kinds) <= 4 + 3
     for job in summary["jobs"]:
         assert job["state"] == "succeeded" and job["result_ok"] is True and job["paid"] > 0
     # The cheating node lost a vote somewhere and was slashed; the results above are right

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 NODE_PRICE = UNIT // 100  # 0.01 DUCK per compute unit
 MAX_PRICE = UNIT // 20  # the client accepts up to 0.05 DUCK per unit
 FUNDING = 100 * UNIT
+EXTRA_REDUNDANT = 3  # more redundant jobs, when the cheater missed the first (see _run_jobs)
 FL_ROUNDS = 3
 FL_REWARD = 5 * UNIT
 
@@ -218,7 +219,9 @@ def demo(
             client.faucet(2 * FUNDING)  # escrow: 3 rounds × 4 nodes × ≤102 units at max price
             fl_job = _submit_training(client, fl_data.holdout, fl_data.n_features, out)
         job_wallet = Wallet.create()
-        summary.update(_run_jobs(net, home, out, timeout, job_wallet, total_nodes=nodes + 1))
+        summary.update(
+            _run_jobs(net, home, out, timeout, job_wallet, total_nodes=nodes + 1, cheater=cheater)
+        )
         summary["federated"] = _training_report(net, client_wallet, fl_job, cheater, out, timeout)
         summary["inference"] = inference_tour(
             net,
@@ -380,6 +383,7 @@ def _run_jobs(
     client_wallet: Wallet,
     *,
     total_nodes: int,
+    cheater: str,
 ) -> dict[str, Any]:
     write_dev_key(net.settings, "client", client_wallet.private_key)
     with Client(net.url, client_wallet) as client:
@@ -389,35 +393,23 @@ def _run_jobs(
         )
         specs = write_datasets(home / "data")
         specs.append(redundant_job(home / "data", total_nodes))
-        submitted: list[tuple[DemoJob, JobPublic]] = []
-        for spec in specs:
-            job = client.submit(
-                spec.kind,
-                data=spec.file,
-                params=spec.params,
-                max_price=MAX_PRICE,
-                verification=spec.verification,
-            )
-            out.print(
-                f"• submitted {job.id} {spec.kind} on {spec.file.name} ({spec.verification.policy}"
-                f" verification): {job.units} units, escrow {format_duck(job.escrowed)}"
-            )
-            submitted.append((spec, job))
-        rows: list[dict[str, Any]] = []
-        for spec, job in submitted:
-            done = client.wait(job.id, timeout=timeout, poll=0.25)
-            ok, note = False, done.error or done.state.value
-            if done.state == JobState.SUCCEEDED:
-                ok, note = check_result(spec, client.result(job.id).result)
-            accepted = [t.node for t in done.tasks if t.verdict in ("valid", "unchecked")]
-            rejected = [t.node for t in done.tasks if t.verdict == "invalid"]
-            rows.append(
-                {"id": done.id, "kind": done.kind, "policy": done.verification.policy,
-                 "state": done.state.value, "result_ok": ok, "paid": done.paid, "fee": done.fee,
-                 "units": done.units, "node": accepted[0] if accepted else None,
-                 "replicas": len(done.tasks), "rejected": rejected, "check": note}
-            )  # fmt: skip
+        submitted = [_submit(client, spec, out) for spec in specs]
+        rows = [_job_row(client, spec, job, timeout) for spec, job in submitted]
         _wait_late_replicas(client, [job.id for _, job in submitted], timeout)
+        # A replica still queued when the others reached a quorum is cancelled: a node that
+        # was slow to poll (the cheater, on a loaded machine) may have missed the redundant
+        # job. Then another one is run, at most EXTRA_REDUNDANT times.
+        for _ in range(EXTRA_REDUNDANT):
+            ran = {t.node for _, job in submitted for t in client.status(job.id).tasks}
+            if cheater in ran:
+                break
+            out.print(
+                "• the cheater's replica was not needed (quorum first); one more redundant job"
+            )
+            extra = _submit(client, redundant_job(home / "data", total_nodes), out)
+            submitted.append(extra)
+            rows.append(_job_row(client, *extra, timeout))
+            _wait_late_replicas(client, [extra[1].id], timeout)
         for row in rows:  # late replicas that agreed were paid after the decision
             final = client.status(row["id"])
             row["paid"], row["fee"] = final.paid, final.fee
@@ -440,6 +432,37 @@ def _run_jobs(
         "conserved": conserved,
         "client_spent": spent,
     }
+
+
+def _submit(client: Client, spec: DemoJob, out: Console) -> tuple[DemoJob, JobPublic]:
+    job = client.submit(
+        spec.kind,
+        data=spec.file,
+        params=spec.params,
+        max_price=MAX_PRICE,
+        verification=spec.verification,
+    )
+    out.print(
+        f"• submitted {job.id} {spec.kind} on {spec.file.name} ({spec.verification.policy}"
+        f" verification): {job.units} units, escrow {format_duck(job.escrowed)}"
+    )
+    return spec, job
+
+
+def _job_row(client: Client, spec: DemoJob, job: JobPublic, timeout: float) -> dict[str, Any]:
+    """Wait for ``job`` and check its result independently."""
+    done = client.wait(job.id, timeout=timeout, poll=0.25)
+    ok, note = False, done.error or done.state.value
+    if done.state == JobState.SUCCEEDED:
+        ok, note = check_result(spec, client.result(job.id).result)
+    accepted = [t.node for t in done.tasks if t.verdict in ("valid", "unchecked")]
+    rejected = [t.node for t in done.tasks if t.verdict == "invalid"]
+    return {
+        "id": done.id, "kind": done.kind, "policy": done.verification.policy,
+        "state": done.state.value, "result_ok": ok, "paid": done.paid, "fee": done.fee,
+        "units": done.units, "node": accepted[0] if accepted else None,
+        "replicas": len(done.tasks), "rejected": rejected, "check": note,
+    }  # fmt: skip
 
 
 def _wait_late_replicas(client: Client, job_ids: list[str], timeout: float) -> None:

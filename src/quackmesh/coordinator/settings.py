@@ -174,6 +174,12 @@ class Settings(BaseSettings):
     inference_check_rate: float = Field(
         default=0.05, ge=0, le=1, description="chance a trusted node's answer is re-run elsewhere"
     )
+    inference_honeypot_rate: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="chance a node that answered a request is sent a known-answer request",
+    )
     inference_check_adaptive: bool = Field(
         default=True,
         description="check every answer of a (node, model) until adaptive_trust agree in a row",

@@ -87,6 +87,7 @@ class Pending:
     price_cap: int | None  # nodes asking more are not used (None: any price)
     excluded: frozenset[str]
     min_stake: int = 0  # a node needs this effective stake to take it
+    only: str | None = None  # only this node may take it (a honeypot for that node)
     future: asyncio.Future[Attempt] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -113,6 +114,8 @@ def price_for(node: ServingNode, model: str) -> int:
 def fits(node: ServingNode, pending: Pending) -> bool:
     """Whether ``node`` may take ``pending`` (serves it, not excluded, stake, rental, price)."""
     if pending.model not in node.models or node.address in pending.excluded:
+        return False
+    if pending.only is not None and node.address != pending.only:
         return False
     if not node.eligible(min_stake=pending.min_stake, payer=pending.payer):
         return False

@@ -63,6 +63,7 @@ class Spec:
     candidates: frozenset[str]  # eligible nodes serving the model, when it was accepted
     excluded: frozenset[str] = frozenset()
     texts: int = 0  # embed: the vectors the answer must hold
+    only: str | None = None  # only this node may run it (honeypots)
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,7 @@ async def run(rt: Runtime, spec: Spec, *, incremental: bool) -> AsyncGenerator[E
             price_cap=spec.price_cap,
             excluded=frozenset(excluded),
             min_stake=s.min_stake,
+            only=spec.only,
         )
         attempt = broker.submit(pending) or await broker.wait(pending, s.inference_queue_s)
         if attempt is None:

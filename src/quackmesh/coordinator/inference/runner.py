@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-from quackmesh.coordinator.inference import billing, dispatch, verify
+from quackmesh.coordinator.inference import billing, dispatch, honeypots, verify
 from quackmesh.coordinator.inference.errors import GatewayError, bad_request, no_node
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.core.errors import InsufficientBalance
@@ -137,8 +137,9 @@ def finish(
     *,
     check: bool = True,
 ) -> None:
-    """Settle a finished request, then maybe check its answer (both in the background;
-    ``check=False`` for an answer cut short, which a full re-run would not match)."""
+    """Settle a finished request, then maybe check its answer (``check=False`` for an
+    answer cut short, which a full re-run would not match), then maybe send its node a
+    honeypot (:mod:`.honeypots`); all in the background."""
     tried = frozenset(f.node for f in done.failures)
 
     async def after() -> None:
@@ -150,16 +151,16 @@ def finish(
             charge=amount,
             failures=done.failures,
         )
-        if not check:
-            return
-        await verify.maybe_check(
-            rt,
-            request_id=req.request_id,
-            spec=req.spec,
-            original=done.output,
-            meter=req.meter,
-            tried=tried,
-        )
+        if check:
+            await verify.maybe_check(
+                rt,
+                request_id=req.request_id,
+                spec=req.spec,
+                original=done.output,
+                meter=req.meter,
+                tried=tried,
+            )
+        await honeypots.maybe_send(rt, node=done.output.node, model=req.spec.model)
 
     rt.inference.spawn(after(), name=f"settle {req.request_id}")
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from quackmesh.coordinator.inference.broker import Broker
 from quackmesh.coordinator.inference.directory import Directory
+from quackmesh.coordinator.inference.honeypots import KnownAnswers
 from quackmesh.coordinator.inference.keys import KeyCache
 from quackmesh.coordinator.ratelimit import RateLimiter
 from quackmesh.ledger import Ledger
@@ -28,6 +29,7 @@ class InferenceState:
     broker: Broker = field(default_factory=Broker)
     directory: Directory = field(default_factory=Directory)
     keys: KeyCache = field(default_factory=KeyCache)
+    known: KnownAnswers = field(default_factory=KnownAnswers)  # honeypots' known answers
     limiter: RateLimiter = field(
         default_factory=lambda: RateLimiter(rate=200.0, burst=400, name="inference")
     )

@@ -39,6 +39,7 @@ from quackmesh.coordinator.db.models import InferenceRequest, Node, NodeTrust
 from quackmesh.coordinator.events.service import emit
 from quackmesh.coordinator.inference import dispatch
 from quackmesh.coordinator.inference.billing import charge_for
+from quackmesh.coordinator.inference.honeypots import Known
 from quackmesh.coordinator.inference.metering import PromptSize
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.coordinator.verify.policy import Vote, check_probability, group_results
@@ -50,7 +51,9 @@ __all__ = [
     "answers_agree",
     "check_probability_for",
     "cosine",
+    "digest",
     "maybe_check",
+    "pay_from_treasury",
     "trust_kind",
     "verdict_of",
 ]
@@ -197,10 +200,20 @@ async def maybe_check(
     for loser in losers:
         rt.metrics.slashes.labels("inference").inc()
         rt.inference.broker.evict(loser)  # its stake may be below the minimum now
+    if winners and original.node in winners:  # a known answer for honeypots from now on
+        rt.inference.known.remember(
+            Known(
+                request_id=request_id,
+                spec=spec,
+                answer=original,
+                meter=meter,
+                answered_by=frozenset(o.node for o in outputs),
+            )
+        )
     return verdict
 
 
-def _digest(output: dispatch.Output) -> str:
+def digest(output: dispatch.Output) -> str:
     if output.embeddings is not None:
         data = np.asarray(output.embeddings, dtype="<f4").tobytes()
     elif output.ids_complete:
@@ -210,7 +223,7 @@ def _digest(output: dispatch.Output) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _pay_from_treasury(
+def pay_from_treasury(
     rt: Runtime, session: Session, *, to: str, amount: int, ref: str, memo: str
 ) -> int:
     amount = min(amount, rt.ledger.balance(session, TREASURY))
@@ -245,7 +258,7 @@ def _record(
     evidence = {
         "request_id": request_id,
         "model": model,
-        "answers": {o.node: _digest(o) for o in outputs},
+        "answers": {o.node: digest(o) for o in outputs},
         "agreeing": winners,
         "minority": losers,
     }
@@ -270,12 +283,12 @@ def _record(
                 texts=meter.texts,
                 fee_bps=0,
             ).amount
-            paid[checker.node] = _pay_from_treasury(
+            paid[checker.node] = pay_from_treasury(
                 rt, session, to=checker.node, amount=cost, ref=request_id, memo="inference check"
             )
         compensated = 0
         if row is not None and original.node in losers and row.charged > 0:
-            compensated = _pay_from_treasury(
+            compensated = pay_from_treasury(
                 rt,
                 session,
                 to=row.address,
