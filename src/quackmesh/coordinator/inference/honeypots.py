@@ -1,7 +1,7 @@
 """Known-answer requests on the gateway path: the trust issue's honeypots for live inference.
 
 Every answer a spot check found valid (at least two nodes agreed on it) becomes a
-**known answer**, kept per model, at most :data:`KNOWN_PER_MODEL` of them, the oldest
+**known answer**, kept per model, at most :data:`.known.KNOWN_PER_MODEL` of them, the oldest
 dropped first. After a node answers a caller, with probability
 ``inference_honeypot_rate`` the coordinator sends that node one known request that the
 node did not answer before, through the same lease queue as callers' work and in the same
@@ -28,61 +28,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from dataclasses import replace
 
 from starlette.concurrency import run_in_threadpool
 
-if TYPE_CHECKING:
-    from quackmesh.coordinator.inference.dispatch import Output, Spec
-    from quackmesh.coordinator.inference.verify import Meter
-    from quackmesh.coordinator.runtime import Runtime
+from quackmesh.coordinator.accounts.staking import slash
+from quackmesh.coordinator.db.models import Node
+from quackmesh.coordinator.events.service import emit
+from quackmesh.coordinator.inference import dispatch
+from quackmesh.coordinator.inference.known import Known
+from quackmesh.coordinator.inference.verify import (
+    answers_agree,
+    check_price,
+    digest,
+    pay_from_treasury,
+    trust_kind,
+)
+from quackmesh.coordinator.runtime import Runtime
+from quackmesh.coordinator.verify.service import record_verdict
+from quackmesh.core.ids import new_id
 
-__all__ = ["KNOWN_PER_MODEL", "Known", "KnownAnswers", "maybe_send", "send"]
+__all__ = ["maybe_send", "send"]
 
 log = logging.getLogger("quackmesh.coordinator.inference")
-
-KNOWN_PER_MODEL = 64
-
-
-@dataclass(frozen=True)
-class Known:
-    """A request whose answer two or more nodes agreed on."""
-
-    request_id: str
-    spec: Spec
-    answer: Output
-    meter: Meter
-    answered_by: frozenset[str]
-
-
-@dataclass
-class KnownAnswers:
-    """Known answers per model, in memory (see the module docs)."""
-
-    per_model: int = KNOWN_PER_MODEL
-    _by_model: dict[str, deque[Known]] = field(default_factory=dict)
-
-    def remember(self, known: Known) -> None:
-        entries = self._by_model.setdefault(known.spec.model, deque(maxlen=self.per_model))
-        entries.append(known)
-
-    def pick(self, model: str, node: str) -> Known | None:
-        """The oldest known answer of ``model`` that ``node`` had no part in; it moves to
-        the back, so the next pick is another."""
-        entries = self._by_model.get(model)
-        if not entries:
-            return None
-        for known in list(entries):
-            if node not in known.answered_by:
-                entries.remove(known)
-                entries.append(known)
-                return known
-        return None
-
-    def count(self, model: str) -> int:
-        return len(self._by_model.get(model, ()))
 
 
 async def maybe_send(rt: Runtime, *, node: str, model: str) -> str | None:
@@ -98,8 +66,6 @@ async def maybe_send(rt: Runtime, *, node: str, model: str) -> str | None:
 async def send(rt: Runtime, *, node: str, model: str) -> str | None:
     """Send ``node`` one known request of ``model`` and judge its answer: ``valid``,
     ``invalid``, or ``None`` (no known request for it, or no answer)."""
-    from quackmesh.coordinator.inference import dispatch
-
     known = rt.inference.known.pick(model, node)
     if known is None:
         return None
@@ -111,7 +77,7 @@ async def send(rt: Runtime, *, node: str, model: str) -> str | None:
         excluded=frozenset(),
         only=node,
     )
-    output: Output | None = None
+    output: dispatch.Output | None = None
     async for event in dispatch.run(rt, spec, incremental=False):
         if isinstance(event, dispatch.Finished):
             output = event.output
@@ -124,21 +90,8 @@ async def send(rt: Runtime, *, node: str, model: str) -> str | None:
     return verdict
 
 
-def _judge(rt: Runtime, *, known: Known, output: Output) -> str:
+def _judge(rt: Runtime, *, known: Known, output: dispatch.Output) -> str:
     """One transaction: the verdict on the node's trust, its pay or its slash, an event."""
-    from quackmesh.coordinator.accounts.staking import slash
-    from quackmesh.coordinator.db.models import Node
-    from quackmesh.coordinator.events.service import emit
-    from quackmesh.coordinator.inference.billing import charge_for
-    from quackmesh.coordinator.inference.verify import (
-        answers_agree,
-        digest,
-        pay_from_treasury,
-        trust_kind,
-    )
-    from quackmesh.coordinator.verify.service import record_verdict
-    from quackmesh.core.ids import new_id
-
     now = time.time()
     valid = answers_agree(known.answer, output, cosine_min=rt.settings.inference_cosine_min)
     verdict = "valid" if valid else "invalid"
@@ -148,15 +101,7 @@ def _judge(rt: Runtime, *, known: Known, output: Output) -> str:
             kind = trust_kind(known.spec.model)
             record_verdict(rt, session, node=node, kind=kind, valid=valid, now=now)
         if valid:
-            m = known.meter
-            cost = charge_for(
-                output,
-                embed=m.embed,
-                prompt=m.prompt,
-                max_tokens=m.max_tokens,
-                texts=m.texts,
-                fee_bps=0,
-            ).amount
+            cost = check_price(output, known.meter)
             # A fresh reference: the node's ledger history does not point at the known request.
             pay_from_treasury(
                 rt, session, to=output.node, amount=cost, ref=new_id("inf"), memo="inference"

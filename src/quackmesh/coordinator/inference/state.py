@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from quackmesh.coordinator.inference.broker import Broker
 from quackmesh.coordinator.inference.directory import Directory
-from quackmesh.coordinator.inference.honeypots import KnownAnswers
 from quackmesh.coordinator.inference.keys import KeyCache
+from quackmesh.coordinator.inference.known import KnownAnswers
 from quackmesh.coordinator.ratelimit import RateLimiter
 from quackmesh.ledger import Ledger
 

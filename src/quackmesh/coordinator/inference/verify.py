@@ -39,7 +39,7 @@ from quackmesh.coordinator.db.models import InferenceRequest, Node, NodeTrust
 from quackmesh.coordinator.events.service import emit
 from quackmesh.coordinator.inference import dispatch
 from quackmesh.coordinator.inference.billing import charge_for
-from quackmesh.coordinator.inference.honeypots import Known
+from quackmesh.coordinator.inference.known import Known
 from quackmesh.coordinator.inference.metering import PromptSize
 from quackmesh.coordinator.runtime import Runtime
 from quackmesh.coordinator.verify.policy import Vote, check_probability, group_results
@@ -49,6 +49,7 @@ from quackmesh.ledger import TREASURY, wallet_account
 __all__ = [
     "Meter",
     "answers_agree",
+    "check_price",
     "check_probability_for",
     "cosine",
     "digest",
@@ -223,6 +224,19 @@ def digest(output: dispatch.Output) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def check_price(output: dispatch.Output, meter: Meter) -> int:
+    """What the treasury pays ``output``'s node for a check or a honeypot: its price for
+    the request as ``meter`` metered it, no fee."""
+    return charge_for(
+        output,
+        embed=meter.embed,
+        prompt=meter.prompt,
+        max_tokens=meter.max_tokens,
+        texts=meter.texts,
+        fee_bps=0,
+    ).amount
+
+
 def pay_from_treasury(
     rt: Runtime, session: Session, *, to: str, amount: int, ref: str, memo: str
 ) -> int:
@@ -275,14 +289,7 @@ def _record(
         for checker in outputs[1:]:
             if checker.node in losers:
                 continue
-            cost = charge_for(
-                checker,
-                embed=meter.embed,
-                prompt=meter.prompt,
-                max_tokens=meter.max_tokens,
-                texts=meter.texts,
-                fee_bps=0,
-            ).amount
+            cost = check_price(checker, meter)
             paid[checker.node] = pay_from_treasury(
                 rt, session, to=checker.node, amount=cost, ref=request_id, memo="inference check"
             )
