@@ -228,7 +228,7 @@ class ServingPool:
         text: list[str] = []
         token_ids: list[int] = []
         with slot.use:
-            if not slot.process.alive and not self._restart(slot):
+            if not slot.process.alive:  # the worker thread restarts it; this task fails over
                 raise BackendError(f"the serving process of {model} is down")
             chunks = slot.process.run(work)
             try:

@@ -91,7 +91,8 @@ async def send(rt: Runtime, *, node: str, model: str) -> str | None:
 
 
 def _judge(rt: Runtime, *, known: Known, output: dispatch.Output) -> str:
-    """One transaction: the verdict on the node's trust, its pay or its slash, an event."""
+    """One transaction: the verdict on the node's trust, then its pay, or its slash and an
+    ``inference.checked`` event."""
     now = time.time()
     valid = answers_agree(known.answer, output, cosine_min=rt.settings.inference_cosine_min)
     verdict = "valid" if valid else "invalid"
