@@ -172,7 +172,10 @@ class LocalNetwork:
         deadline = time.monotonic() + timeout
         online = 0
         while time.monotonic() < deadline:
-            online = self.online_nodes()
+            try:
+                online = self.online_nodes()
+            except httpx.TimeoutException:
+                continue  # a busy coordinator (nodes importing torch at start): ask again
             if online >= count:
                 return online
             dead = [p.args for p in self.nodes if p.poll() is not None]
