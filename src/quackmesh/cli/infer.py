@@ -129,6 +129,21 @@ def _verification(policy: str) -> Verification:
     return Verification.model_validate({"policy": policy})
 
 
+def _run(
+    client: Client, kind: str, *, what: str, json_out: bool, timeout: float, **submit: Any
+) -> tuple[JobPublic, dict[str, Any]]:
+    """Submit a ``kind`` job (``submit``: :meth:`Client.submit`'s arguments), say so unless
+    ``json_out`` (``what`` names the work), and follow it to the end (:func:`_finish`)."""
+    job = client.submit(kind, **submit)
+    if not json_out:
+        console.print(
+            f"submitted {job.id}: {what} ({job.units} units, "
+            f"escrowed {format_duck(job.escrowed)} DUCK)",
+            highlight=False,
+        )
+    return _finish(client, job, timeout=timeout)
+
+
 def _finish(client: Client, job: JobPublic, *, timeout: float) -> tuple[JobPublic, dict[str, Any]]:
     """Follow ``job`` to its end: the finished job and its result, or exit with its error."""
     done = follow(client, job.id, timeout=timeout)
@@ -231,8 +246,12 @@ def predict(
             params["label"] = label
         if output:
             params["output"] = output
-        job = client.submit(
+        done, result = _run(
+            client,
             "infer.model",
+            what=f"{source.label} on {data.name}",
+            json_out=json_out,
+            timeout=timeout,
             data=data,
             inputs={"model": client.upload(source.path).sha256},
             params=params,
@@ -240,13 +259,6 @@ def predict(
             memory_mb=memory_mb,
             verification=verification,
         )
-        if not json_out:
-            console.print(
-                f"submitted {job.id}: {source.label} on {data.name} ({job.units} units, "
-                f"escrowed {format_duck(job.escrowed)} DUCK)",
-                highlight=False,
-            )
-        done, result = _finish(client, job, timeout=timeout)
     arrays = _tensors(result, "tensors")
     if out is not None:
         _write_predictions(out, result, arrays)
@@ -317,21 +329,18 @@ def embed_file(
     if column:
         params["column"] = column
     with Client(coordinator, load_wallet(wallet)) as client:
-        job = client.submit(
+        done, result = _run(
+            client,
             "infer.embed",
+            what=f"embedding {file.name}",
+            json_out=json_out,
+            timeout=timeout,
             data=file,
             params=params,
             max_price=price,
             memory_mb=memory_mb,
             verification=verification,
         )
-        if not json_out:
-            console.print(
-                f"submitted {job.id}: embedding {file.name} ({job.units} units, "
-                f"escrowed {format_duck(job.escrowed)} DUCK)",
-                highlight=False,
-            )
-        done, result = _finish(client, job, timeout=timeout)
     vectors = _tensors(result, "embeddings")["embeddings"]  # (rows, dim), unit norm
     if out is not None:
         if out.suffix == ".npy":
@@ -340,7 +349,7 @@ def embed_file(
             with open(out, "wb") as fh:
                 np.savez(fh, embeddings=vectors)
     summary = {
-        "job_id": job.id,
+        "job_id": done.id,
         "rows": result["rows"],
         "dim": result["dim"],
         "model": result["model"],
@@ -353,7 +362,7 @@ def embed_file(
         print_json(summary)
         return
     console.print(
-        f"{job.id}: {result['rows']} texts → {result['dim']}-dim vectors ({result['model']})"
+        f"{done.id}: {result['rows']} texts → {result['dim']}-dim vectors ({result['model']})"
         f" · {result['truncated']} truncated to {result['max_tokens']} tokens"
         f" · paid {format_duck(done.paid + done.fee)} DUCK",
         highlight=False,
@@ -402,21 +411,22 @@ def generate_file(
     params |= {"column": column} if column else {}
     params |= {"system": system} if system else {}
     with Client(coordinator, load_wallet(wallet)) as client:
-        job = client.submit(
-            "infer.generate", data=file, params=params, max_price=price, verification=verification
+        done, result = _run(
+            client,
+            "infer.generate",
+            what=f"{file.name} on {model}",
+            json_out=json_out,
+            timeout=timeout,
+            data=file,
+            params=params,
+            max_price=price,
+            verification=verification,
         )
-        if not json_out:
-            console.print(
-                f"submitted {job.id}: {file.name} on {model} ({job.units} units, "
-                f"escrowed {format_duck(job.escrowed)} DUCK)",
-                highlight=False,
-            )
-        done, result = _finish(client, job, timeout=timeout)
     answers = result["completions"]
     if out is not None:
         _write_answers(out, answers)
     summary = {
-        "job_id": job.id,
+        "job_id": done.id,
         "model": result["model"],
         "rows": result["rows"],
         "prompt_tokens": result["prompt_tokens"],
@@ -432,7 +442,7 @@ def generate_file(
         for i, answer in enumerate(answers):
             console.print(f"[{i}] {answer['text']}", highlight=False, markup=False)
     console.print(
-        f"{job.id}: {result['rows']} prompts → {result['completion_tokens']} tokens"
+        f"{done.id}: {result['rows']} prompts → {result['completion_tokens']} tokens"
         f" ({result['model']}) · paid {format_duck(done.paid + done.fee)} DUCK",
         highlight=False,
     )
